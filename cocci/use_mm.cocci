@@ -13,7 +13,8 @@
 // Comments: The rule looks at one file.  An mm loaded from a struct field
 //   is judged by the stores to that field of that struct type in the same
 //   file; stores that mix pinned and unpinned sources are not reported
-//   here (mmaudit reports them as "review").  Macro bodies are not seen.
+//   here (mmaudit reports them as "review").  A statement-like macro body
+//   is checked on its own; an expression macro body is not seen.
 //   Patch mode fixes grab-only sites only: an unreferenced mm needs a
 //   mmgrab() where it is stored before mmget_not_zero() is safe.
 // Options: --no-includes --include-headers

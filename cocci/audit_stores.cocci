@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: GPL-2.0-only
+///
+/// mmaudit pass 2: facts about every store to one struct field, named with
+/// -D fld=NAME.  Prints one "MMAUDIT <json>" line per fact, keyed by the
+/// position of the field name in the store; scripts/mmaudit classifies the
+/// stores and joins them to the borrows found by audit_sites.cocci.
+///
+// Confidence: n/a (fact extraction, not a checker)
+// Copyright: (C) 2026 The mmaudit developers
+// Comments: The store patterns are those of use_mm.cocci; keep them in step.
+// Options: --no-includes --include-headers
+
+@initialize:python@
+@@
+
+import json
+import re
+
+def emit(kind, p, **facts):
+    """One fact, keyed by the stored field's position."""
+    facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
+                 func=p.current_element)
+    print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
+
+def shown(e):
+    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
+    return re.sub(r" ([),])", r"\1", e)
+
+@store@
+identifier virtual.fld;
+expression X, E;
+position ps;
+@@
+
+\(X->fld@ps\|X.fld@ps\) = E
+
+@script:python@
+ps << store.ps;
+X << store.X;
+E << store.E;
+@@
+
+emit("store", ps[0], base=shown(X), value=shown(E))
+
+// The struct type, where spatch can tell it.
+@typed@
+identifier virtual.fld;
+type T;
+T *yp;
+T ys;
+position store.ps;
+@@
+
+\(yp->fld@ps\|ys.fld@ps\) = ...
+
+@script:python@
+ps << store.ps;
+T << typed.T;
+@@
+
+emit("type", ps[0], type=str(T))
+
+// A path from the entry to the store that takes no mm_users reference on
+// the stored value.
+@nopin exists@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+@@
+
+... when != \(mmget(E)\|mmget_not_zero(E)\)
+\(X->fld@ps\|X.fld@ps\) = E;
+
+@script:python depends on nopin@
+ps << store.ps;
+@@
+
+emit("nopin", ps[0])
+
+@pinned_value@
+expression store.E;
+position pg;
+@@
+
+\(mmget@pg\|mmget_not_zero@pg\)(E)
+
+@pin_api@
+position pinned_value.pg;
+identifier how;
+@@
+
+how@pg(...)
+
+@script:python@
+ps << store.ps;
+pg << pinned_value.pg;
+how << pin_api.how;
+@@
+
+emit("pin", ps[0], how=str(how), at=int(pg[0].line), at_func=pg[0].current_element)
+
+@grab_before exists@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+position pg;
+@@
+
+mmgrab@pg(E);
+...
+\(X->fld@ps\|X.fld@ps\) = E;
+
+@grab_after exists@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+position pg;
+@@
+
+\(X->fld@ps\|X.fld@ps\) = E;
+...
+mmgrab@pg(\(E\|X->fld\|X.fld\));
+
+@script:python@
+ps << store.ps;
+pg << grab_before.pg;
+@@
+
+emit("grab", ps[0], at=int(pg[0].line))
+
+@script:python@
+ps << store.ps;
+pg << grab_after.pg;
+@@
+
+emit("grab", ps[0], at=int(pg[0].line))
+
+// get_task_mm() then mmgrab() then mmput(): only mm_count is left.
+@users_dropped exists@
+expression store.X;
+identifier virtual.fld;
+position store.ps;
+position pp;
+@@
+
+(
+X->fld@ps = get_task_mm(...);
+...
+mmgrab(X->fld);
+...
+mmput@pp(X->fld);
+|
+X.fld@ps = get_task_mm(...);
+...
+mmgrab(X.fld);
+...
+mmput@pp(X.fld);
+)
+
+@script:python@
+ps << store.ps;
+pp << users_dropped.pp;
+@@
+
+emit("dropped", ps[0], at=int(pp[0].line))

@@ -1,0 +1,309 @@
+"""The whole-tree audit: run the fact rules, follow each borrowed mm to its
+stores, and decide a verdict with an evidence chain."""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from . import VERSION, UsageError, scan, spatch, tree as treemod
+
+SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
+STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
+FINDINGS = ("grab-only", "unreferenced", "review")
+VERDICTS = ("pinned",) + FINDINGS + ("unanalyzed",)
+PIN_FUNCS = ("get_task_mm(", "mm_alloc(")
+
+
+class Progress:
+    def __init__(self, quiet):
+        self.on = not quiet and sys.stderr.isatty()
+
+    def __call__(self, msg):
+        if self.on:
+            print("mmaudit: " + msg, file=sys.stderr, flush=True)
+
+
+def run_facts(tree, rule, files, jobs, timeout, defines=()):
+    """Run a fact rule over FILES (each its own group); return parsed facts."""
+    if not files:
+        return []
+    with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
+        groups = os.path.join(tmp, "groups")
+        with open(groups, "w") as f:
+            f.write("\n\n".join(files) + "\n")
+        cmd = spatch.base_command(rule) + ["--macro-file", spatch.MACRO_FILE,
+                                           "--file-groups", groups,
+                                           "--timeout", str(timeout)]
+        for d in defines:
+            cmd += ["-D", d]
+        if jobs > 1:
+            cmd += ["--jobs", str(jobs), "--chunksize", "1"]
+        proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
+                              errors="replace", env=dict(os.environ, TMPDIR=tmp))
+    facts = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("MMAUDIT "):
+            facts.append(json.loads(line[8:]))
+    if proc.returncode != 0 and not facts:
+        err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+        raise UsageError("spatch failed on %s: %s" % (os.path.basename(rule), err))
+    return facts
+
+
+class SourceLines:
+    """The stripped text of a source line, for evidence."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        self.files = {}
+
+    def __call__(self, rel, line):
+        if rel not in self.files:
+            with open(os.path.join(self.tree, rel), "rb") as f:
+                self.files[rel] = f.read().decode("utf-8", "replace").split("\n")
+        lines = self.files[rel]
+        return " ".join(lines[line - 1].split()) if 0 < line <= len(lines) else ""
+
+
+def _key(fact):
+    return (fact["file"], fact["line"], fact["col"])
+
+
+def _step(file, line, what):
+    return {"file": file, "line": line, "what": what}
+
+
+def classify_store(store):
+    """pinned / grab / users-dropped / bare, with the steps that show it."""
+    steps = [_step(store["file"], store["line"], store["code"])]
+    if store.get("dropped"):
+        for at in store.get("grabs", [])[:1]:
+            steps.append(_step(store["file"], at, "mmgrab() on the stored mm"))
+        steps.append(_step(store["file"], store["dropped"],
+                           "mmput(): the get_task_mm() reference is dropped, mm_count only"))
+        return "grab", steps
+    if store["value"].startswith(PIN_FUNCS):
+        steps[0]["what"] += " (mm_users reference)"
+        return "pinned", steps
+    if not store.get("nopin"):
+        pins = store.get("pins", [])
+        for how, at in pins[:1]:
+            steps.insert(0, _step(store["file"], at, "%s() on the stored mm" % how))
+        return "pinned", steps
+    if store.get("grabs"):
+        steps.append(_step(store["file"], store["grabs"][0], "mmgrab(): mm_count only"))
+        return "grab", steps
+    steps[0]["what"] += " (no reference)"
+    return "bare", steps
+
+
+def collect_stores(facts):
+    stores = {}
+    for f in facts:
+        k = _key(f)
+        if f["kind"] == "store":
+            stores[k] = dict(file=f["file"], line=f["line"], col=f["col"], func=f["func"],
+                             base=f["base"], value=f["value"], field=None, type=None,
+                             pins=[], grabs=[])
+    for f in facts:
+        s = stores.get(_key(f))
+        if s is None:
+            continue
+        kind = f["kind"]
+        if kind == "type":
+            s["type"] = f["type"]
+        elif kind == "nopin":
+            s["nopin"] = True
+        elif kind == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
+            s["pins"].append((f["how"], f["at"]))
+        elif kind == "grab":
+            s["grabs"].append(f["at"])
+        elif kind == "dropped":
+            s["dropped"] = f["at"]
+    for s in stores.values():
+        s["pins"].sort(key=lambda p: -p[1])
+        s["grabs"].sort()
+    return stores
+
+
+def _type_name(t):
+    return "an anonymous struct" if t and "{" in t else t
+
+
+def judge_owner(site, owner, stores):
+    """Verdict for a borrow of owner's field, from all stores of that field."""
+    typ, field = owner["type"], owner["field"]
+    mine = [s for s in stores if s["field"] == field and s["value"] != "NULL"
+            and (s["type"] == typ if s["type"] else
+                 (s["file"] == site["file"] and s["base"] == owner["base"]))]
+    mine.sort(key=lambda s: (s["file"], s["line"], s["col"]))
+    label = "%s.%s" % (_type_name(typ), field)
+    if not mine:
+        return ("review", "Low",
+                "no mm_users reference in %s() and no store to %s was found in the tree"
+                % (site["func"], label), [])
+    classes = [(classify_store(s), s) for s in mine]
+    kinds = collections.Counter(c for (c, _), _ in classes)
+    steps = [st for (_, sts), _ in classes for st in sts]
+    other_file = any(s["file"] != site["file"] for s in mine)
+    confidence = "Moderate" if other_file or not all(s["type"] for s in mine) else "High"
+    if kinds["pinned"] == len(mine):
+        return ("pinned", confidence,
+                "every store to %s holds an mm_users reference" % label, steps)
+    if kinds["pinned"]:
+        funcs = sorted({"%s()" % s["func"] for (c, _), s in classes if c != "pinned"})
+        return ("review", "Moderate",
+                "stores to %s are mixed: %d hold mm_users, %d do not (in %s); "
+                "check that the borrow runs only for objects set up by the pinned ones"
+                % (label, kinds["pinned"], len(mine) - kinds["pinned"], ", ".join(funcs)),
+                steps)
+    if kinds["bare"]:
+        return ("unreferenced", confidence,
+                "%d of %d stores to %s take no reference at all" % (kinds["bare"], len(mine), label),
+                steps)
+    return ("grab-only", confidence,
+            "every store to %s holds mm_count only (mmgrab)" % label, steps)
+
+
+def judge_sites(site_facts, stores, code, callers=None):
+    sites = {}
+    for f in site_facts:
+        if f["kind"] == "site":
+            sites[_key(f)] = dict(file=f["file"], line=f["line"], col=f["col"], func=f["func"],
+                                  api=f["api"], mm=f["mm"], pins=[], releases=[])
+    for f in site_facts:
+        s = sites.get(_key(f))
+        if s is None:
+            continue
+        if f["kind"] == "unpinned":
+            s["unpinned"] = True
+        elif f["kind"] == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
+            s["pins"].append((f["how"], f["at"]))
+        elif f["kind"] == "release" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
+            s["releases"].append(f["at"])
+        elif f["kind"] == "owner":
+            s["owner"] = dict(type=f["type"], field=f["field"], base=f["base"],
+                              alias_at=f["alias_at"])
+        elif f["kind"] == "param":
+            s["param"] = dict(name=f["name"], index=f["index"], callee=f["callee"])
+    store_list = list(stores.values())
+    results = []
+    for s in sites.values():
+        where = _step(s["file"], s["line"], "%s: the borrow, in %s()" % (code(s["file"], s["line"]), s["func"]))
+        chain = []
+        if not s.get("unpinned"):
+            pins = sorted(s["pins"], key=lambda p: -p[1])
+            for how, at in pins[:1]:
+                chain.append(_step(s["file"], at, "%s: %s() pins the mm" % (code(s["file"], at), how)))
+            verdict, conf, reason = "pinned", "High", "an mm_users reference is taken on every path to the borrow"
+        else:
+            for at in sorted(s["releases"])[-1:]:
+                chain.append(_step(s["file"], at, "%s: the pin ends before the borrow" % code(s["file"], at)))
+            owner = s.get("owner")
+            if owner:
+                if owner["alias_at"]:
+                    chain.append(_step(s["file"], owner["alias_at"],
+                                       "%s: local alias of the field" % code(s["file"], owner["alias_at"])))
+                verdict, conf, reason, steps = judge_owner(s, owner, store_list)
+                chain = steps + chain
+                reason = "no mm_users reference in %s(); %s" % (s["func"], reason) \
+                    if verdict != "pinned" else "the owning object pins the mm: " + reason
+            elif s.get("param") and callers is not None:
+                verdict, conf, reason, steps = callers(s)
+                chain = steps + chain
+            elif s.get("param"):
+                p = s["param"]
+                verdict, conf, reason = ("review", "Low",
+                                         "the mm is parameter %d (%s) of %s(); its callers were not followed"
+                                         % (p["index"], p["name"], p["callee"]))
+            else:
+                verdict, conf, reason = ("review", "Low",
+                                         "no mm_users reference on a path to the borrow, and the mm's origin is not a struct field or parameter")
+        results.append(dict(file=s["file"], line=s["line"], column=s["col"], function=s["func"],
+                            api=s["api"], mm=s["mm"], verdict=verdict, confidence=conf,
+                            reason=reason, evidence=chain + [where]))
+    return results
+
+
+def audit(path, jobs=1, timeout=120, progress=None):
+    progress = progress or (lambda msg: None)
+    tree, source = treemod.resolve(path)
+    spatch_version = spatch.spatch_version()
+    progress("searching %s for borrows" % tree)
+    searched, candidates = scan.borrow_files(tree)
+    if searched == 0:
+        raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
+    textual = {rel: scan.textual_borrows(tree, rel) for rel in candidates}
+    to_parse = [rel for rel in candidates if textual[rel]]
+    progress("pass 1: call sites in %d files" % len(to_parse))
+    site_facts = run_facts(tree, SITES_RULE, to_parse, jobs, timeout)
+
+    owners = [f for f in site_facts if f["kind"] == "owner"]
+    unpinned = {_key(f) for f in site_facts if f["kind"] == "unpinned"}
+    owners = [o for o in owners if _key(o) in unpinned]
+    fields = sorted({o["field"] for o in owners})
+    tags = sorted({o["type"] for o in owners if o["type"] and "{" not in o["type"]})
+    stores = {}
+    store_files = []
+    if fields:
+        # A named struct is searched tree-wide by its tag; an anonymous one
+        # has no tag, so only the borrow's own file is searched.
+        named = {t.split()[-1] for t in tags}
+        store_files = sorted(set(scan.store_files(tree, fields, named) if named else ())
+                             | {o["file"] for o in owners})
+        progress("pass 2: stores to %s in %d files" % (", ".join(fields), len(store_files)))
+        for field in fields:
+            facts = run_facts(tree, STORES_RULE, store_files, jobs, timeout,
+                              defines=["fld=" + field])
+            for k, s in collect_stores(facts).items():
+                s["field"] = field
+                stores[k + (field,)] = s
+    code = SourceLines(tree)
+    for s in stores.values():
+        s["code"] = code(s["file"], s["line"])
+    results = judge_sites(site_facts, stores, code)
+
+    # Coverage: every textual call appears, analyzed or not.
+    matched = {(r["file"], r["line"]) for r in results}
+    parsed_ok = {r["file"] for r in results}
+    failed = set()
+    by_key = {(r["file"], r["line"]): r for r in results}
+    for rel in candidates:
+        for line, col, api, in_macro in textual[rel]:
+            if in_macro:
+                r = by_key.get((rel, line))
+                macro = scan.enclosing_macro(tree, rel, line)
+                reason = ("the call is in the body of macro %s(); its invocations are not followed"
+                          % macro)
+                if r:
+                    r.update(verdict="unanalyzed", confidence="Low", reason=reason,
+                             function=macro)
+                else:
+                    results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
+                                        mm=None, verdict="unanalyzed", confidence="Low",
+                                        reason=reason, evidence=[]))
+            elif (rel, line) not in matched:
+                failed.add(rel)
+                results.append(dict(file=rel, line=line, column=col, function=None, api=api,
+                                    mm=None, verdict="unanalyzed", confidence="Low",
+                                    reason="spatch did not match this call (parse failure or timeout)",
+                                    evidence=[]))
+    results.sort(key=lambda r: (r["file"], r["line"], r["column"]))
+    summary = collections.OrderedDict((v, 0) for v in VERDICTS)
+    for r in results:
+        summary[r["verdict"]] += 1
+    return collections.OrderedDict([
+        ("schema", "mmaudit-findings/1"),
+        ("tool", {"name": "mmaudit", "version": VERSION, "spatch": spatch_version}),
+        ("tree", {"source": source, "version": treemod.kernel_version(tree)}),
+        ("stats", {"files_searched": searched,
+                   "files_with_borrows": len(candidates),
+                   "files_parsed": len(to_parse) - len(failed),
+                   "files_failed": sorted(failed),
+                   "store_files": len(store_files)}),
+        ("summary", dict(sites=len(results), **summary)),
+        ("sites", results),
+    ]), tree

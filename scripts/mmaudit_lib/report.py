@@ -1,0 +1,162 @@
+"""Output formats of the audit: text, JSON, SARIF 2.1.0 and Markdown."""
+
+import hashlib
+import json
+import os
+import tempfile
+
+from .audit import FINDINGS, VERDICTS
+
+RULES = {
+    "grab-only": ("MMA001", "Borrowed mm holds mm_count only",
+                  "kthread_use_mm()/use_mm() on an mm whose owner holds only mmgrab() (mm_count); "
+                  "the borrow needs mmget_not_zero()/mmput() around it."),
+    "unreferenced": ("MMA002", "Borrowed mm holds no reference",
+                     "kthread_use_mm()/use_mm() on an mm stored without any reference; it needs "
+                     "mmgrab() where it is stored and mmget_not_zero()/mmput() around the borrow."),
+    "review": ("MMA003", "Borrowed mm with mixed or unresolved provenance",
+               "Some stores of the mm pin mm_users and some do not, or the origin is unknown."),
+    "unanalyzed": ("MMA004", "Borrow not analyzed",
+                   "The call is in a macro body or spatch could not analyze it."),
+}
+LEVELS = {"grab-only": "warning", "unreferenced": "error", "review": "note", "unanalyzed": "note"}
+HELP_URI = "https://lore.kernel.org/all/20200203201745.29986-2-aarcange@redhat.com/"
+
+
+def to_json(data):
+    return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def fingerprint(site):
+    """Stable across line moves: file, function, API and mm expression."""
+    key = "\0".join(str(site.get(k)) for k in ("file", "function", "api", "mm"))
+    if site.get("function") is None:
+        key += "\0%s" % site["line"]
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def to_text(data):
+    out = []
+    for s in data["sites"]:
+        call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"] + "()"
+        out.append("%s:%d:%d: %s (%s): %s%s: %s" % (
+            s["file"], s["line"], s["column"] + 1, s["verdict"], s["confidence"], call,
+            " in %s()" % s["function"] if s["function"] else "", s["reason"]))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def to_sarif(data):
+    rules = [{"id": rid, "name": name.replace(" ", ""), "shortDescription": {"text": name},
+              "fullDescription": {"text": text}, "helpUri": HELP_URI,
+              "defaultConfiguration": {"level": LEVELS[v]}}
+             for v, (rid, name, text) in RULES.items()]
+    index = {v: i for i, v in enumerate(RULES)}
+    results = []
+    for s in data["sites"]:
+        if s["verdict"] == "pinned":
+            continue
+        rid = RULES[s["verdict"]][0]
+        call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"]
+        result = {
+            "ruleId": rid, "ruleIndex": index[s["verdict"]], "level": LEVELS[s["verdict"]],
+            "message": {"text": "%s: %s (%s, confidence %s)" % (call, s["reason"], s["verdict"],
+                                                               s["confidence"])},
+            "locations": [_location(s["file"], s["line"], s["column"] + 1)],
+            "partialFingerprints": {"mmauditSite/v1": fingerprint(s)},
+            "properties": {"verdict": s["verdict"], "confidence": s["confidence"]},
+        }
+        related = [dict(_location(e["file"], e["line"]), id=i, message={"text": e["what"]})
+                   for i, e in enumerate(s["evidence"])]
+        if related:
+            result["relatedLocations"] = related
+        results.append(result)
+    run = {
+        "tool": {"driver": {"name": "mmaudit", "version": data["tool"]["version"],
+                            "informationUri": HELP_URI, "rules": rules}},
+        "originalUriBaseIds": {"SRCROOT": {"description": {"text": "the audited tree: %s" %
+                                                            data["tree"]["source"]}}},
+        "results": results,
+        "properties": {"tree": data["tree"], "spatch": data["tool"]["spatch"],
+                       "stats": data["stats"]},
+    }
+    return json.dumps({"$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+                       "version": "2.1.0", "runs": [run]}, indent=2) + "\n"
+
+
+def _location(path, line, column=None):
+    region = {"startLine": line}
+    if column:
+        region["startColumn"] = column
+    return {"physicalLocation": {"artifactLocation": {"uri": path, "uriBaseId": "SRCROOT"},
+                                 "region": region}}
+
+
+def summary_table(data):
+    s = data["summary"]
+    head = ["sites"] + list(VERDICTS) + ["files failed"]
+    row = [str(s["sites"])] + [str(s[v]) for v in VERDICTS] + [str(len(data["stats"]["files_failed"]))]
+    return "| %s |\n|%s|\n| %s |\n" % (" | ".join(head), "---:|" * len(head), " | ".join(row))
+
+
+def to_markdown(data, tree=None, context=3):
+    t = data["tree"]
+    out = ["# mmaudit report: %s" % (("Linux " + t["version"]) if t["version"] else t["source"]), "",
+           "Source: `%s`; mmaudit %s; spatch %s." % (t["source"], data["tool"]["version"],
+                                                    data["tool"]["spatch"]), "",
+           summary_table(data),
+           "Searched %(files_searched)d C files; %(files_with_borrows)d mention a borrow; "
+           "%(files_parsed)d parsed; %(store_files)d searched for stores." % data["stats"], ""]
+    if data["stats"]["files_failed"]:
+        out += ["Files spatch could not analyze: " + ", ".join(
+            "`%s`" % f for f in data["stats"]["files_failed"]), ""]
+    out += ["## Sites", "", "| site | function | call | verdict | confidence |",
+            "|---|---|---|---|---|"]
+    for s in data["sites"]:
+        out.append("| `%s:%d` | %s | `%s(%s)` | **%s** | %s |" % (
+            s["file"], s["line"], s["function"] or "-", s["api"], s["mm"] or "", s["verdict"],
+            s["confidence"]))
+    out.append("")
+    for s in data["sites"]:
+        if s["verdict"] == "pinned":
+            continue
+        out += ["## %s: `%s:%d` %s()" % (s["verdict"], s["file"], s["line"], s["function"] or ""),
+                "", s["reason"] + " (confidence %s)." % s["confidence"], ""]
+        if s["evidence"]:
+            out.append("Evidence:")
+            out.append("")
+            for e in s["evidence"]:
+                out.append("1. `%s:%d` %s" % (e["file"], e["line"], e["what"]))
+            out.append("")
+        if tree:
+            out += _code(tree, s["file"], s["line"], context)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _code(tree, rel, line, context):
+    try:
+        with open(os.path.join(tree, rel), "rb") as f:
+            lines = f.read().decode("utf-8", "replace").split("\n")
+    except OSError:
+        return []
+    lo, hi = max(1, line - context), min(len(lines), line + context)
+    body = ["%s%5d  %s" % (">" if n == line else " ", n, lines[n - 1].rstrip())
+            for n in range(lo, hi + 1)]
+    return ["```c"] + body + ["```", ""]
+
+
+def write_atomic(path, text):
+    """Write to a temporary file beside PATH, then rename: never half a report."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def findings(data):
+    return [s for s in data["sites"] if s["verdict"] in FINDINGS]

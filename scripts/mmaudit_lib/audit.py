@@ -217,8 +217,8 @@ def judge_sites(site_facts, stores, code, callers=None):
             elif s.get("param"):
                 p = s["param"]
                 verdict, conf, reason = ("review", "Low",
-                                         "the mm is parameter %d (%s) of %s(); its callers were not followed"
-                                         % (p["index"], p["name"], p["callee"]))
+                                         "the mm is argument %d (%s) of %s(); its callers were not followed"
+                                         % (p["index"] + 1, p["name"], p["callee"]))
             else:
                 verdict, conf, reason = ("review", "Low",
                                          "no mm_users reference on a path to the borrow, and the mm's origin is not a struct field or parameter")

@@ -1,0 +1,15 @@
+#!/usr/bin/python3
+"""Regenerate the expected outputs of every fixture; review with git diff."""
+
+import os
+
+import support
+
+for (name, mode), out in sorted(support.all_rule_outputs().items()):
+    with open(support.expected_path(name, mode), "w") as f:
+        f.write(out)
+for name in support.audit_fixtures():
+    with open(os.path.join(support.AUDIT_FIXTURES, name, "expected.json"), "w") as f:
+        f.write(support.audit_fixture_json(name))
+print("blessed %d rule fixtures and %d audit fixtures; review with `git diff tests/`"
+      % (len(support.rule_fixtures()), len(support.audit_fixtures())))

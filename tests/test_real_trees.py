@@ -150,3 +150,15 @@ def test_coccicheck_other_modes_612(tree612, mode):
         assert proc.stdout.count("* TODO [[view:") == 4
     if mode == "patch":
         assert "+\tif (mmget_not_zero(task_ref->mm)) {" in proc.stdout
+
+
+def test_diff_61_to_612_names_gadgetfs_fixed(tree61, audit612, tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(_audit(tree61, "-j", "2"))
+    new.write_text(audit612)
+    proc = support.run_mmaudit("diff", str(old), str(new))
+    assert proc.returncode == 1
+    fixed = proc.stdout.split("## Fixed (1)")[1].split("##")[0]
+    assert "drivers/usb/gadget/legacy/inode.c:477" in fixed and "unreferenced → pinned" in fixed
+    still = proc.stdout.split("## Still open (3)")[1].split("##")[0]
+    assert "arch/x86/kvm/xen.c" in still and "drivers/dma/idxd/cdev.c" in still

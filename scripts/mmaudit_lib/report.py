@@ -95,7 +95,7 @@ def summary_table(data):
     s = data["summary"]
     head = ["sites"] + list(VERDICTS) + ["files failed"]
     row = [str(s["sites"])] + [str(s[v]) for v in VERDICTS] + [str(len(data["stats"]["files_failed"]))]
-    return "| %s |\n|%s|\n| %s |\n" % (" | ".join(head), "---:|" * len(head), " | ".join(row))
+    return "| %s |\n|%s\n| %s |\n" % (" | ".join(head), "---:|" * len(head), " | ".join(row))
 
 
 def to_markdown(data, tree=None, context=3):

@@ -1,0 +1,72 @@
+# mmaudit: find kthread_use_mm()/use_mm() callers without an mm_users pin.
+#
+#   make audit      audit the newest Debian linux-source package (KSRC=tree or tarball)
+#   make check      lint and every test (installs what it needs first)
+
+PYTHON  ?= /usr/bin/python3
+SPATCH  ?= spatch
+KSRC    ?=
+JOBS    ?= 2
+DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest
+RULES   := $(wildcard cocci/*.cocci)
+PYFILES := scripts/mmaudit $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
+
+.PHONY: all deps check lint test bless audit audit-diff clean
+
+all: check
+
+# Installs the Debian packages that are missing (as root), else says how.
+deps:
+	@missing=""; for p in $(DEBS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing packages:$$missing; run as root: apt-get update && apt-get install -y$$missing" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+
+# Every rule parses (in report mode, or with the -D it needs) with no warning
+# but spatch's notes about isomorphisms that do not apply.
+lint: deps
+	@for r in $(RULES); do \
+		defs=""; grep -q '^virtual report' $$r && defs="-D report"; \
+		grep -q 'virtual\.fld' $$r && defs="-D fld=mm"; \
+		$(SPATCH) --parse-cocci $$defs $$r >/dev/null 2>lint.err \
+			|| { cat lint.err; rm -f lint.err; echo "lint: $$r does not parse" >&2; exit 1; }; \
+		if grep '^warning:' lint.err | grep -v '^warning: iso .* does not match'; then \
+			rm -f lint.err; echo "lint: $$r has warnings" >&2; exit 1; fi; \
+	done; rm -f lint.err
+	@$(PYTHON) -m py_compile $(PYFILES)
+	@bash -n scripts/sarif-validate
+	@echo "lint: $(words $(RULES)) rules and $(words $(PYFILES)) Python files OK"
+
+test: deps
+	$(PYTHON) -m pytest -q tests/
+
+check: lint test
+
+bless: deps
+	$(PYTHON) tests/bless.py
+
+# Exit status 1 only means "findings"; the audit itself worked.
+audit: deps
+	@$(PYTHON) scripts/mmaudit audit $(KSRC) -j $(JOBS) --release-dir reports --summary \
+		|| [ $$? -eq 1 ]
+
+# The Debian 6.1 and 6.12 packages, audited and compared.
+OLD_SRC ?= /usr/src/linux-source-6.1.tar.xz
+NEW_SRC ?= /usr/src/linux-source-6.12.tar.xz
+audit-diff: deps
+	@$(PYTHON) scripts/mmaudit audit $(OLD_SRC) -q -j $(JOBS) --release-dir reports --summary >build-old.txt || [ $$? -eq 1 ]
+	@$(PYTHON) scripts/mmaudit audit $(NEW_SRC) -q -j $(JOBS) --release-dir reports --summary >build-new.txt || [ $$? -eq 1 ]
+	@old=$$(sed -n 's|^Reports: \(.*\)/{.*|\1|p' build-old.txt); new=$$(sed -n 's|^Reports: \(.*\)/{.*|\1|p' build-new.txt); \
+	rm -f build-old.txt build-new.txt; \
+	$(PYTHON) scripts/mmaudit diff $$old/findings.json $$new/findings.json \
+		-o reports/diff-$${old##*/linux-}-$${new##*/linux-}.md || [ $$? -eq 1 ]
+
+clean:
+	rm -rf build .pytest_cache tests/__pycache__ scripts/mmaudit_lib/__pycache__ lint.err

@@ -7,11 +7,11 @@ PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
 KSRC    ?=
 JOBS    ?= 2
-DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest
+DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest time
 RULES   := $(wildcard cocci/*.cocci)
-PYFILES := scripts/mmaudit $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
+PYFILES := scripts/mmaudit scripts/bench $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
 
-.PHONY: all deps check lint test bless audit audit-diff clean
+.PHONY: all deps check lint test bless audit audit-diff bench clean
 
 all: check
 
@@ -67,6 +67,9 @@ audit-diff: deps
 	rm -f build-old.txt build-new.txt; \
 	$(PYTHON) scripts/mmaudit diff $$old/findings.json $$new/findings.json \
 		-o reports/diff-$${old##*/linux-}-$${new##*/linux-}.md || [ $$? -eq 1 ]
+
+bench: deps
+	$(PYTHON) scripts/bench $(if $(KSRC),$(KSRC)) -n $(or $(RUNS),5)
 
 clean:
 	rm -rf build .pytest_cache tests/__pycache__ scripts/mmaudit_lib/__pycache__ lint.err

@@ -12,6 +12,7 @@ from . import VERSION, UsageError, scan, spatch, tree as treemod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
+CALLERS_RULE = os.path.join(spatch.COCCI_DIR, "audit_callers.cocci")
 FINDINGS = ("grab-only", "unreferenced", "review")
 VERDICTS = ("pinned",) + FINDINGS + ("unanalyzed",)
 PIN_FUNCS = ("get_task_mm(", "mm_alloc(")
@@ -168,6 +169,46 @@ def judge_owner(site, owner, stores):
             "every store to %s holds mm_count only (mmgrab)" % label, steps)
 
 
+def judge_callers(site, caller_facts, stores, code):
+    """A borrowed parameter: combine the verdicts at the callers, one level up."""
+    p = site["param"]
+    facts = caller_facts.get((p["callee"], p["index"]), [])
+    calls = {}
+    for f in facts:
+        if f["kind"] == "call":
+            calls[_key(f)] = dict(file=f["file"], line=f["line"], func=f["func"], arg=f["arg"])
+    for f in facts:
+        c = calls.get(_key(f))
+        if c is not None and f["kind"] in ("unpinned", "owner"):
+            c[f["kind"]] = f
+    if not calls:
+        return ("review", "Low", "the mm is argument %d of %s() and no caller was found"
+                % (p["index"] + 1, p["callee"]), [])
+    verdicts, steps = [], []
+    for c in sorted(calls.values(), key=lambda c: (c["file"], c["line"])):
+        at = _step(c["file"], c["line"], "%s: caller %s()" % (code(c["file"], c["line"]), c["func"]))
+        if "unpinned" not in c:
+            verdicts.append("pinned")
+            steps.append(dict(at, what=at["what"] + " holds an mm_users reference on every path"))
+        elif "owner" in c:
+            o = c["owner"]
+            v, _, _, st = judge_owner(c, dict(type=o["type"], field=o["field"], base=o["base"]),
+                                      list(stores.values()))
+            verdicts.append(v)
+            steps += st + [dict(at, what=at["what"] + " passes %s (%s)" % (c["arg"], v))]
+        else:
+            verdicts.append("review")
+            steps.append(dict(at, what=at["what"] + " passes %s with no pin and no known owner" % c["arg"]))
+    kinds = set(verdicts)
+    what = "the mm is argument %d of %s(); %d caller(s)" % (p["index"] + 1, p["callee"], len(verdicts))
+    if kinds == {"pinned"}:
+        return "pinned", "Moderate", what + " all hold an mm_users reference", steps
+    if "pinned" in kinds or "review" in kinds:
+        return "review", "Low", what + ": " + ", ".join(verdicts), steps
+    worst = "unreferenced" if "unreferenced" in kinds else "grab-only"
+    return worst, "Moderate", what + " pass an mm without mm_users: " + ", ".join(verdicts), steps
+
+
 def judge_sites(site_facts, stores, code, callers=None):
     sites = {}
     for f in site_facts:
@@ -241,9 +282,20 @@ def audit(path, jobs=1, timeout=120, progress=None):
     progress("pass 1: call sites in %d files" % len(to_parse))
     site_facts = run_facts(tree, SITES_RULE, to_parse, jobs, timeout)
 
-    owners = [f for f in site_facts if f["kind"] == "owner"]
     unpinned = {_key(f) for f in site_facts if f["kind"] == "unpinned"}
-    owners = [o for o in owners if _key(o) in unpinned]
+    with_owner = {_key(f) for f in site_facts if f["kind"] == "owner"}
+    params = sorted({(f["callee"], f["index"]) for f in site_facts if f["kind"] == "param"
+                     and _key(f) in unpinned and _key(f) not in with_owner})
+    caller_facts = {}
+    for callee, index in params:
+        files = scan.caller_files(tree, callee)
+        progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
+        facts = run_facts(tree, CALLERS_RULE, files, jobs, timeout, defines=["callee=" + callee])
+        calls = {_key(f) for f in facts if f["kind"] == "call" and f["index"] == index}
+        caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls]
+    every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
+    unpinned |= {_key(f) for f in every_fact if f["kind"] == "unpinned"}
+    owners = [o for o in every_fact if o["kind"] == "owner" and _key(o) in unpinned]
     fields = sorted({o["field"] for o in owners})
     tags = sorted({o["type"] for o in owners if o["type"] and "{" not in o["type"]})
     stores = {}
@@ -264,7 +316,8 @@ def audit(path, jobs=1, timeout=120, progress=None):
     code = SourceLines(tree)
     for s in stores.values():
         s["code"] = code(s["file"], s["line"])
-    results = judge_sites(site_facts, stores, code)
+    results = judge_sites(site_facts, stores, code,
+                          callers=lambda site: judge_callers(site, caller_facts, stores, code))
 
     # Coverage: every textual call appears, analyzed or not.
     matched = {(r["file"], r["line"]) for r in results}

@@ -106,3 +106,8 @@ def enclosing_macro(tree, rel, line):
         if m:
             return m.group(1)
     return None
+
+
+def caller_files(tree, callee):
+    """Files that call CALLEE."""
+    return sorted(_grep(tree, r"\b%s[[:space:]]*\(" % re.escape(callee)))

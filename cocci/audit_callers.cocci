@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0-only
+///
+/// mmaudit pass 1b: the callers of a function that borrows its mm
+/// parameter, named with -D callee=NAME.  For each call: the argument, whether
+/// it is pinned on every path to the call, and the struct field it comes
+/// from.  Prints "MMAUDIT <json>" lines keyed by the call's position.
+///
+// Confidence: n/a (fact extraction, not a checker)
+// Copyright: (C) 2026 The mmaudit developers
+// Comments: The pin patterns are those of use_mm.cocci; keep them in step.
+// Options: --no-includes --include-headers
+
+@initialize:python@
+@@
+
+import json
+import re
+
+def emit(kind, p, **facts):
+    """One fact, keyed by the borrow's position."""
+    facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
+                 func=p.current_element)
+    print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
+
+def shown(e):
+    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
+    return re.sub(r" ([),])", r"\1", e)
+
+@call@
+identifier virtual.callee;
+expression list[n] before;
+expression arg;
+position pc;
+@@
+
+callee@pc(before, arg, ...)
+
+@script:python@
+pc << call.pc;
+n << call.n;
+arg << call.arg;
+@@
+
+emit("call", pc[0], index=int(n), arg=shown(arg))
+
+@unpinned exists@
+identifier virtual.callee;
+expression call.arg;
+expression list call.before;
+position call.pc;
+expression R;
+@@
+
+... when != \(mmget(arg)\|mmget_not_zero(arg)\|arg = get_task_mm(...)\|arg = mm_alloc()\)
+(
+callee@pc(before, arg, ...);
+|
+R = callee@pc(before, arg, ...);
+|
+return callee@pc(before, arg, ...);
+)
+
+@script:python depends on unpinned@
+pc << call.pc;
+@@
+
+emit("unpinned", pc[0])
+
+@owner@
+identifier virtual.callee;
+expression list call.before;
+position call.pc;
+type T;
+T *xp;
+T xs;
+identifier fld;
+@@
+
+callee@pc(before, \(xp->fld\|xs.fld\), ...)
+
+@owner_alias exists@
+identifier virtual.callee;
+expression call.arg;
+expression list call.before;
+position call.pc;
+type T, T2;
+T *xp;
+T xs;
+identifier fld, alias;
+position pa;
+@@
+
+(
+arg@pa = \(xp->fld\|xs.fld\);
+...
+callee@pc(before, arg, ...);
+|
+T2 alias@pa = \(xp->fld\|xs.fld\);
+...
+callee@pc(before, alias, ...);
+)
+
+@script:python depends on owner@
+pc << call.pc;
+T << owner.T;
+fld << owner.fld;
+xp << owner.xp = "";
+xs << owner.xs = "";
+@@
+
+emit("owner", pc[0], type=str(T), field=str(fld), base=shown(xp or xs), alias_at=None)
+
+@script:python depends on owner_alias@
+pc << call.pc;
+T << owner_alias.T;
+fld << owner_alias.fld;
+xp << owner_alias.xp = "";
+xs << owner_alias.xs = "";
+pa << owner_alias.pa;
+@@
+
+emit("owner", pc[0], type=str(T), field=str(fld), base=shown(xp or xs),
+     alias_at=int(pa[0].line))

@@ -164,3 +164,38 @@ pp << users_dropped.pp;
 @@
 
 emit("dropped", ps[0], at=int(pp[0].line))
+
+// The condition that guards the store, to show what separates mixed stores.
+@guarded@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+expression C;
+position pi;
+@@
+
+if@pi (C) { <+... \(X->fld@ps\|X.fld@ps\) = E ...+> } else { ... }
+
+@guarded_else@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+expression C;
+position pi;
+@@
+
+if@pi (C) { ... } else { <+... \(X->fld@ps\|X.fld@ps\) = E ...+> }
+
+@script:python@
+ps << store.ps;
+C << guarded.C;
+@@
+
+emit("guard", ps[0], cond=shown(C), branch="then")
+
+@script:python@
+ps << store.ps;
+C << guarded_else.C;
+@@
+
+emit("guard", ps[0], cond=shown(C), branch="else")

@@ -47,3 +47,8 @@ def test_cross_file_evidence_names_the_store():
 def test_unparsable_file_is_counted():
     data = json.loads(support.audit_fixture_json("unparsable_file"))
     assert data["stats"]["files_failed"] == ["broken.c"]
+
+
+def test_mixed_stores_name_the_condition():
+    data = json.loads(support.audit_fixture_json("field_mixed_stores_review"))
+    assert "separated by `use_worker`: pinned when it is true" in data["sites"][0]["reason"]

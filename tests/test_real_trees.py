@@ -162,3 +162,9 @@ def test_diff_61_to_612_names_gadgetfs_fixed(tree61, audit612, tmp_path):
     assert "drivers/usb/gadget/legacy/inode.c:477" in fixed and "unreferenced → pinned" in fixed
     still = proc.stdout.split("## Still open (3)")[1].split("##")[0]
     assert "arch/x86/kvm/xen.c" in still and "drivers/dma/idxd/cdev.c" in still
+
+
+def test_mixed_stores_name_the_separating_condition(audit612):
+    site = [s for s in json.loads(audit612)["sites"] if s["file"] == "drivers/vhost/vhost.c"][0]
+    assert "separated by `dev->use_worker`: pinned when it is true" in site["reason"]
+    assert {e["line"] for e in site["evidence"]} >= {693, 701, 702}

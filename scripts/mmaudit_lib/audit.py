@@ -2,6 +2,7 @@
 stores, and decide a verdict with an evidence chain."""
 
 import collections
+import functools
 import json
 import os
 import subprocess
@@ -78,26 +79,28 @@ def _step(file, line, what):
 
 
 def classify_store(store):
-    """pinned / grab / users-dropped / bare, with the steps that show it."""
+    """pinned / grab / bare, with the steps that show it."""
+    line = store["lines"]
     steps = [_step(store["file"], store["line"], store["code"])]
     if store.get("dropped"):
-        for at in store.get("grabs", [])[:1]:
-            steps.append(_step(store["file"], at, "mmgrab() on the stored mm"))
+        for at in store["grabs"][:1]:
+            steps.append(_step(store["file"], at, line(at) + " — mm_count taken"))
         steps.append(_step(store["file"], store["dropped"],
-                           "mmput(): the get_task_mm() reference is dropped, mm_count only"))
+                           line(store["dropped"]) + " — the get_task_mm() reference is dropped: mm_count only"))
         return "grab", steps
     if store["value"].startswith(PIN_FUNCS):
-        steps[0]["what"] += " (mm_users reference)"
+        steps[0]["what"] += " — holds an mm_users reference"
         return "pinned", steps
     if not store.get("nopin"):
-        pins = store.get("pins", [])
-        for how, at in pins[:1]:
-            steps.insert(0, _step(store["file"], at, "%s() on the stored mm" % how))
+        for how, at in store["pins"][:1]:
+            steps.insert(0, _step(store["file"], at, line(at) + " — %s() pins the stored mm" % how))
+        steps[-1]["what"] += " — stored only after the pin"
         return "pinned", steps
-    if store.get("grabs"):
-        steps.append(_step(store["file"], store["grabs"][0], "mmgrab(): mm_count only"))
+    if store["grabs"]:
+        grab = _step(store["file"], store["grabs"][0], line(store["grabs"][0]) + " — mmgrab(): mm_count only")
+        steps.insert(0 if store["grabs"][0] < store["line"] else 1, grab)
         return "grab", steps
-    steps[0]["what"] += " (no reference)"
+    steps[0]["what"] += " — no reference taken"
     return "bare", steps
 
 
@@ -124,6 +127,8 @@ def collect_stores(facts):
             s["grabs"].append(f["at"])
         elif kind == "dropped":
             s["dropped"] = f["at"]
+        elif kind == "guard":
+            s.setdefault("guards", []).append((f["cond"], f["branch"]))
     for s in stores.values():
         s["pins"].sort(key=lambda p: -p[1])
         s["grabs"].sort()
@@ -132,6 +137,20 @@ def collect_stores(facts):
 
 def _type_name(t):
     return "an anonymous struct" if t and "{" in t else t
+
+
+def _separating_condition(classes):
+    """The if () whose two branches hold the pinned and the unpinned stores."""
+    sides = {}
+    for (c, _), store in classes:
+        for cond, branch in store.get("guards", []):
+            sides.setdefault(cond, {}).setdefault(c == "pinned", set()).add(branch)
+    for cond, by_pin in sorted(sides.items()):
+        if len(by_pin) == 2 and all(len(b) == 1 for b in by_pin.values()) \
+                and by_pin[True] != by_pin[False]:
+            return "; separated by `%s`: pinned when it is %s" % (
+                cond, "true" if by_pin[True] == {"then"} else "false")
+    return ""
 
 
 def judge_owner(site, owner, stores):
@@ -157,10 +176,10 @@ def judge_owner(site, owner, stores):
     if kinds["pinned"]:
         funcs = sorted({"%s()" % s["func"] for (c, _), s in classes if c != "pinned"})
         return ("review", "Moderate",
-                "stores to %s are mixed: %d hold mm_users, %d do not (in %s); "
+                "stores to %s are mixed: %d hold mm_users, %d do not (in %s)%s; "
                 "check that the borrow runs only for objects set up by the pinned ones"
-                % (label, kinds["pinned"], len(mine) - kinds["pinned"], ", ".join(funcs)),
-                steps)
+                % (label, kinds["pinned"], len(mine) - kinds["pinned"], ", ".join(funcs),
+                   _separating_condition(classes)), steps)
     if kinds["bare"]:
         return ("unreferenced", confidence,
                 "%d of %d stores to %s take no reference at all" % (kinds["bare"], len(mine), label),
@@ -186,7 +205,7 @@ def judge_callers(site, caller_facts, stores, code):
                 % (p["index"] + 1, p["callee"]), [])
     verdicts, steps = [], []
     for c in sorted(calls.values(), key=lambda c: (c["file"], c["line"])):
-        at = _step(c["file"], c["line"], "%s: caller %s()" % (code(c["file"], c["line"]), c["func"]))
+        at = _step(c["file"], c["line"], "%s — caller %s()" % (code(c["file"], c["line"]), c["func"]))
         if "unpinned" not in c:
             verdicts.append("pinned")
             steps.append(dict(at, what=at["what"] + " holds an mm_users reference on every path"))
@@ -233,21 +252,21 @@ def judge_sites(site_facts, stores, code, callers=None):
     store_list = list(stores.values())
     results = []
     for s in sites.values():
-        where = _step(s["file"], s["line"], "%s: the borrow, in %s()" % (code(s["file"], s["line"]), s["func"]))
+        where = _step(s["file"], s["line"], "%s — the borrow, in %s()" % (code(s["file"], s["line"]), s["func"]))
         chain = []
         if not s.get("unpinned"):
             pins = sorted(s["pins"], key=lambda p: -p[1])
             for how, at in pins[:1]:
-                chain.append(_step(s["file"], at, "%s: %s() pins the mm" % (code(s["file"], at), how)))
+                chain.append(_step(s["file"], at, "%s — %s() pins the mm" % (code(s["file"], at), how)))
             verdict, conf, reason = "pinned", "High", "an mm_users reference is taken on every path to the borrow"
         else:
             for at in sorted(s["releases"])[-1:]:
-                chain.append(_step(s["file"], at, "%s: the pin ends before the borrow" % code(s["file"], at)))
+                chain.append(_step(s["file"], at, "%s — the pin ends before the borrow" % code(s["file"], at)))
             owner = s.get("owner")
             if owner:
                 if owner["alias_at"]:
                     chain.append(_step(s["file"], owner["alias_at"],
-                                       "%s: local alias of the field" % code(s["file"], owner["alias_at"])))
+                                       "%s — local alias of the field" % code(s["file"], owner["alias_at"])))
                 verdict, conf, reason, steps = judge_owner(s, owner, store_list)
                 chain = steps + chain
                 reason = "no mm_users reference in %s(); %s" % (s["func"], reason) \
@@ -316,6 +335,7 @@ def audit(path, jobs=1, timeout=120, progress=None):
     code = SourceLines(tree)
     for s in stores.values():
         s["code"] = code(s["file"], s["line"])
+        s["lines"] = functools.partial(code, s["file"])
     results = judge_sites(site_facts, stores, code,
                           callers=lambda site: judge_callers(site, caller_facts, stores, code))
 

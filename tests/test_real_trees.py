@@ -132,11 +132,47 @@ def _coccicheck(tree, mode):
                            "COCCI=" + support.RULE], cwd=tree, capture_output=True, text=True)
 
 
-def test_coccicheck_report_612(tree612):
+@pytest.fixture(scope="module")
+def coccicheck612(tree612):
     proc = _coccicheck(tree612, "report")
     assert proc.returncode == 0, proc.stderr
-    warnings = sorted(l for l in proc.stdout.splitlines() if "WARNING:" in l)
-    assert warnings == COCCICHECK_612
+    return sorted(l for l in proc.stdout.splitlines() if "WARNING:" in l)
+
+
+def test_coccicheck_report_612(coccicheck612):
+    assert coccicheck612 == COCCICHECK_612
+
+
+def test_coccicheck_agrees_with_audit_where_one_file_tells(coccicheck612, audit612):
+    sites = {"%s:%d" % (s["file"], s["line"]): s for s in json.loads(audit612)["sites"]}
+    reported = {}
+    for line in coccicheck612:
+        m = re.match(r"\./([^:]+):(\d+):.*\((grab-only|unreferenced|unresolved)\)", line)
+        reported["%s:%s" % m.group(1, 2)] = m.group(3)
+    for where, kind in reported.items():
+        assert sites[where]["verdict"] in ("grab-only", "unreferenced", "review")
+        if kind != "unresolved":
+            assert sites[where]["verdict"] == kind
+    for where, s in sites.items():
+        one_file = all(e["file"] == s["file"] for e in s["evidence"])
+        if s["verdict"] in ("grab-only", "unreferenced") and one_file:
+            assert reported.get(where) == s["verdict"]
+
+
+def test_three_shards_merge_byte_identical(tree612, tmp_path):
+    for i in (1, 2, 3):
+        proc = support.run_mmaudit("audit", "-q", "--shard", "%d/3" % i,
+                                   "-o", str(tmp_path / ("s%d" % i)), tree612)
+        assert proc.returncode in (0, 1), proc.stderr
+    proc = support.run_mmaudit("merge", "-q", "-o", str(tmp_path / "merged"), "--tree", tree612,
+                               *[str(tmp_path / ("s%d" % i) / "findings.json") for i in (1, 2, 3)])
+    assert proc.returncode == 1, proc.stderr
+    support.run_mmaudit("audit", "-q", "-j", "1", "-o", str(tmp_path / "single"), tree612)
+    for name in ("findings.json", "findings.sarif", "REPORT.md"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+    check = subprocess.run([os.path.join(support.ROOT, "scripts", "sarif-validate"),
+                            str(tmp_path / "merged" / "findings.sarif")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 @pytest.mark.parametrize("mode", ["context", "org", "patch"])

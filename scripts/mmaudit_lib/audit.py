@@ -288,7 +288,15 @@ def judge_sites(site_facts, stores, code, callers=None):
     return results
 
 
-def audit(path, jobs=1, timeout=120, progress=None):
+def in_shard(files, shard):
+    """The deterministic share of FILES (sorted) that shard (i, n) audits."""
+    if not shard:
+        return list(files)
+    index, count = shard
+    return [f for k, f in enumerate(sorted(files)) if k % count == index - 1]
+
+
+def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
@@ -296,8 +304,9 @@ def audit(path, jobs=1, timeout=120, progress=None):
     searched, candidates = scan.borrow_files(tree)
     if searched == 0:
         raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
-    textual = {rel: scan.textual_borrows(tree, rel) for rel in candidates}
-    to_parse = [rel for rel in candidates if textual[rel]]
+    mine = in_shard(candidates, shard)
+    textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
+    to_parse = [rel for rel in mine if textual[rel]]
     progress("pass 1: call sites in %d files" % len(to_parse))
     site_facts = run_facts(tree, SITES_RULE, to_parse, jobs, timeout)
 
@@ -315,68 +324,104 @@ def audit(path, jobs=1, timeout=120, progress=None):
     every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
     unpinned |= {_key(f) for f in every_fact if f["kind"] == "unpinned"}
     owners = [o for o in every_fact if o["kind"] == "owner" and _key(o) in unpinned]
-    fields = sorted({o["field"] for o in owners})
-    tags = sorted({o["type"] for o in owners if o["type"] and "{" not in o["type"]})
+    # A named struct is searched tree-wide by its tag; an anonymous one has
+    # no tag, so only the borrow's own file is searched.
+    field_tags = {}
+    for o in owners:
+        tags = field_tags.setdefault(o["field"], set())
+        if o["type"] and "{" not in o["type"]:
+            tags.add(o["type"].split()[-1])
+    store_files = sorted(set(scan.store_files(tree, field_tags)) | {o["file"] for o in owners})
     stores = {}
-    store_files = []
-    if fields:
-        # A named struct is searched tree-wide by its tag; an anonymous one
-        # has no tag, so only the borrow's own file is searched.
-        named = {t.split()[-1] for t in tags}
-        store_files = sorted(set(scan.store_files(tree, fields, named) if named else ())
-                             | {o["file"] for o in owners})
-        progress("pass 2: stores to %s in %d files" % (", ".join(fields), len(store_files)))
-        for field in fields:
-            facts = run_facts(tree, STORES_RULE, store_files, jobs, timeout,
-                              defines=["fld=" + field])
-            for k, s in collect_stores(facts).items():
-                s["field"] = field
-                stores[k + (field,)] = s
+    for field in sorted(field_tags):
+        progress("pass 2: stores to .%s in %d files" % (field, len(store_files)))
+        facts = run_facts(tree, STORES_RULE, store_files, jobs, timeout, defines=["fld=" + field])
+        for k, s in collect_stores(facts).items():
+            s["field"] = field
+            stores[k + (field,)] = s
     code = SourceLines(tree)
     for s in stores.values():
         s["code"] = code(s["file"], s["line"])
         s["lines"] = functools.partial(code, s["file"])
     results = judge_sites(site_facts, stores, code,
                           callers=lambda site: judge_callers(site, caller_facts, stores, code))
+    failed = account_for_every_call(tree, textual, results)
+    stats = {"files_searched": searched, "files_with_borrows": len(candidates),
+             "files_parsed": len(to_parse) - len(failed), "files_failed": sorted(failed),
+             "store_files": len(store_files)}
+    data = assemble(spatch_version, {"source": source, "version": treemod.kernel_version(tree)},
+                    stats, results)
+    if shard:
+        data["shard"] = {"index": shard[0], "count": shard[1], "store_files": store_files}
+    return data, tree
 
-    # Coverage: every textual call appears, analyzed or not.
-    matched = {(r["file"], r["line"]) for r in results}
-    parsed_ok = {r["file"] for r in results}
+
+def account_for_every_call(tree, textual, results):
+    """Coverage: every textual call appears in RESULTS, analyzed or not.
+
+    Returns the files with a call spatch did not match."""
+    matched = {(r["file"], r["line"]): r for r in results}
     failed = set()
-    by_key = {(r["file"], r["line"]): r for r in results}
-    for rel in candidates:
-        for line, col, api, in_macro in textual[rel]:
+    for rel, calls in sorted(textual.items()):
+        for line, col, api, in_macro in calls:
+            r = matched.get((rel, line))
             if in_macro:
-                r = by_key.get((rel, line))
                 macro = scan.enclosing_macro(tree, rel, line)
                 reason = ("the call is in the body of macro %s(); its invocations are not followed"
                           % macro)
                 if r:
-                    r.update(verdict="unanalyzed", confidence="Low", reason=reason,
-                             function=macro)
-                else:
-                    results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
-                                        mm=None, verdict="unanalyzed", confidence="Low",
-                                        reason=reason, evidence=[]))
-            elif (rel, line) not in matched:
+                    r.update(verdict="unanalyzed", confidence="Low", reason=reason, function=macro)
+                    continue
+            elif r:
+                continue
+            else:
                 failed.add(rel)
-                results.append(dict(file=rel, line=line, column=col, function=None, api=api,
-                                    mm=None, verdict="unanalyzed", confidence="Low",
-                                    reason="spatch did not match this call (parse failure or timeout)",
-                                    evidence=[]))
-    results.sort(key=lambda r: (r["file"], r["line"], r["column"]))
+                macro = None
+                reason = "spatch did not match this call (parse failure or timeout)"
+            results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
+                                mm=None, verdict="unanalyzed", confidence="Low",
+                                reason=reason, evidence=[]))
+    return failed
+
+
+def assemble(spatch_version, tree_info, stats, results):
+    """The findings document; audit and merge both build it here."""
+    results = sorted(results, key=lambda r: (r["file"], r["line"], r["column"]))
     summary = collections.OrderedDict((v, 0) for v in VERDICTS)
     for r in results:
         summary[r["verdict"]] += 1
     return collections.OrderedDict([
         ("schema", "mmaudit-findings/1"),
         ("tool", {"name": "mmaudit", "version": VERSION, "spatch": spatch_version}),
-        ("tree", {"source": source, "version": treemod.kernel_version(tree)}),
-        ("stats", {"files_searched": searched,
-                   "files_with_borrows": len(candidates),
-                   "files_parsed": len(to_parse) - len(failed),
-                   "files_failed": sorted(failed),
-                   "store_files": len(store_files)}),
+        ("tree", tree_info),
+        ("stats", stats),
         ("summary", dict(sites=len(results), **summary)),
         ("sites", results),
-    ]), tree
+    ])
+
+
+def merge(shards):
+    """Join shard outputs into the document a single run writes."""
+    if not shards:
+        raise UsageError("nothing to merge")
+    first = shards[0]
+    count = first.get("shard", {}).get("count")
+    seen = sorted(s.get("shard", {}).get("index", 0) for s in shards)
+    if not count or seen != list(range(1, count + 1)):
+        raise UsageError("merge needs shards 1..N of one run, got %s" % (seen,))
+    for s in shards:
+        if (s["tree"], s["tool"], s["shard"]["count"]) != (first["tree"], first["tool"], count):
+            raise UsageError("shards come from different trees or tool versions")
+    store_files = set()
+    failed = set()
+    parsed = 0
+    for s in shards:
+        store_files.update(s["shard"]["store_files"])
+        failed.update(s["stats"]["files_failed"])
+        parsed += s["stats"]["files_parsed"]
+    stats = {"files_searched": first["stats"]["files_searched"],
+             "files_with_borrows": first["stats"]["files_with_borrows"],
+             "files_parsed": parsed, "files_failed": sorted(failed),
+             "store_files": len(store_files)}
+    return assemble(first["tool"]["spatch"], first["tree"], stats,
+                    [site for s in shards for site in s["sites"]])

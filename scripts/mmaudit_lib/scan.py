@@ -41,23 +41,19 @@ def borrow_files(tree):
     return len(counts), sorted(f for f, n in counts.items() if n)
 
 
-def store_files(tree, fields, type_names):
-    """Files that store to one of FIELDS and mention one of TYPE_NAMES."""
-    if not fields:
-        return []
-    alternatives = "|".join(sorted(re.escape(f) for f in fields))
-    pattern = r"(->|\.)[[:space:]]*(%s)[[:space:]]*=[^=]" % alternatives
-    tags = [t for t in type_names if t]
-    wanted = re.compile("|".join(re.escape(t) + r"\b" for t in sorted(tags))) if tags else None
-    chosen = []
-    for rel in sorted(_grep(tree, pattern)):
-        if wanted is None:
-            chosen.append(rel)
+def store_files(tree, field_tags):
+    """Files that store to a field and mention one of the struct tags that
+    own that field: FIELD_TAGS maps a field name to its set of tags."""
+    chosen = set()
+    for field, tags in sorted(field_tags.items()):
+        if not tags:
             continue
-        with open(os.path.join(tree, rel), "rb") as f:
-            if wanted.search(f.read().decode("latin-1")):
-                chosen.append(rel)
-    return chosen
+        wanted = re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags)))
+        for rel in _grep(tree, r"(->|\.)[[:space:]]*%s[[:space:]]*=[^=]" % re.escape(field)):
+            with open(os.path.join(tree, rel), "rb") as f:
+                if wanted.search(f.read().decode("latin-1")):
+                    chosen.add(rel)
+    return sorted(chosen)
 
 
 def strip_comments(text):

@@ -5,6 +5,7 @@ import collections
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,13 +29,18 @@ class Progress:
             print("mmaudit: " + msg, file=sys.stderr, flush=True)
 
 
+# Files spatch gave up on in this process, with the reason: {path: reason}.
+FAILURES = {}
+
+
 def run_facts(tree, rule, files, jobs, timeout, defines=()):
     """Run a fact rule over FILES (each its own group); return parsed facts."""
+    files = [f for f in files if utf8_name(f)]   # spatch's Python cannot take others
     if not files:
         return []
     with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
         groups = os.path.join(tmp, "groups")
-        with open(groups, "w") as f:
+        with open(groups, "w", errors="surrogateescape") as f:
             f.write("\n\n".join(files) + "\n")
         cmd = spatch.base_command(rule) + ["--macro-file", spatch.MACRO_FILE,
                                            "--file-groups", groups,
@@ -43,15 +49,22 @@ def run_facts(tree, rule, files, jobs, timeout, defines=()):
             cmd += ["-D", d]
         if jobs > 1:
             cmd += ["--jobs", str(jobs), "--chunksize", "1"]
+        # surrogateescape: file names that are not UTF-8 round-trip.
         proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
-                              errors="replace", env=dict(os.environ, TMPDIR=tmp))
-    facts = []
-    for line in proc.stdout.splitlines():
+                              errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
+    facts, failures = [], {}
+    for line in (proc.stdout + "\n" + proc.stderr).splitlines():
         if line.startswith("MMAUDIT "):
             facts.append(json.loads(line[8:]))
-    if proc.returncode != 0 and not facts:
+            continue
+        m = re.match(r"EXN: (.*) in (.+)$", line) or re.match(r"timeout \(we abort\): ()(.+)$", line)
+        if m:
+            failures[m.group(2)] = ("spatch timed out after %d s" % timeout
+                                    if "imeout" in line else "spatch failed: " + m.group(1))
+    if proc.returncode != 0 and not facts and not failures:
         err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
         raise UsageError("spatch failed on %s: %s" % (os.path.basename(rule), err))
+    FAILURES.update(failures)
     return facts
 
 
@@ -68,6 +81,14 @@ class SourceLines:
                 self.files[rel] = f.read().decode("utf-8", "replace").split("\n")
         lines = self.files[rel]
         return " ".join(lines[line - 1].split()) if 0 < line <= len(lines) else ""
+
+
+def utf8_name(path):
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _key(fact):
@@ -162,9 +183,7 @@ def judge_owner(site, owner, stores):
     mine.sort(key=lambda s: (s["file"], s["line"], s["col"]))
     label = "%s.%s" % (_type_name(typ), field)
     if not mine:
-        return ("review", "Low",
-                "no mm_users reference in %s() and no store to %s was found in the tree"
-                % (site["func"], label), [])
+        return ("review", "Low", "no store to %s was found in the tree" % label, [])
     classes = [(classify_store(s), s) for s in mine]
     kinds = collections.Counter(c for (c, _), _ in classes)
     steps = [st for (_, sts), _ in classes for st in sts]
@@ -377,15 +396,27 @@ def account_for_every_call(tree, textual, results):
             else:
                 failed.add(rel)
                 macro = None
-                reason = "spatch did not match this call (parse failure or timeout)"
+                reason = FAILURES.get(rel) or (
+                    "spatch did not match this call (parse failure)" if utf8_name(rel)
+                    else "the file name is not UTF-8, which spatch cannot analyze")
             results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
                                 mm=None, verdict="unanalyzed", confidence="Low",
                                 reason=reason, evidence=[]))
     return failed
 
 
+def display_path(path):
+    """A file name that is not UTF-8, shown with \\x escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def assemble(spatch_version, tree_info, stats, results):
     """The findings document; audit and merge both build it here."""
+    for r in results:
+        r["file"] = display_path(r["file"])
+        for step in r["evidence"]:
+            step["file"] = display_path(step["file"])
+    stats["files_failed"] = sorted(display_path(f) for f in stats["files_failed"])
     results = sorted(results, key=lambda r: (r["file"], r["line"], r["column"]))
     summary = collections.OrderedDict((v, 0) for v in VERDICTS)
     for r in results:

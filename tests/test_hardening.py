@@ -1,0 +1,163 @@
+"""Hostile input, interruption and the audited tree left untouched."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+import support
+
+BORROW = "struct c { struct mm_struct *mm; };\nvoid f(struct c *x) { kthread_use_mm(x->mm); }\n"
+
+
+def _clean_run(proc, codes=(0, 1)):
+    assert proc.returncode in codes, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def tree_digest(root):
+    """Names, modes and contents of every file under ROOT (symlinks not followed)."""
+    h = hashlib.sha256()
+    for top, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(top, d))]):
+            path = os.path.join(top, name)
+            st = os.lstat(path)
+            h.update(os.fsencode(path) + b"\0%o\0" % st.st_mode)
+            if os.path.islink(path):
+                h.update(os.fsencode(os.readlink(path)))
+            elif os.path.isfile(path):
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def test_empty_directory(tmp_path):
+    proc = support.run_mmaudit("audit", str(tmp_path))
+    assert proc.returncode == 2 and "no C files" in proc.stderr
+
+
+def test_non_kernel_tree_is_audited_without_a_version(tmp_path):
+    (tmp_path / "a.c").write_text(BORROW)
+    proc = support.run_mmaudit("audit", "-q", "--format", "json", str(tmp_path))
+    _clean_run(proc)
+    data = json.loads(proc.stdout)
+    assert data["tree"]["version"] is None and data["summary"]["sites"] == 1
+
+
+def test_truncated_tarball(tmp_path):
+    src = tmp_path / "linux-source-9.8"
+    src.mkdir()
+    for i in range(200):
+        (src / ("f%d.c" % i)).write_bytes(os.urandom(2000).hex().encode())
+    tarball = tmp_path / "linux-source-9.8.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(src, arcname="linux-source-9.8")
+    data = tarball.read_bytes()
+    tarball.write_bytes(data[: len(data) // 2])
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = support.run_mmaudit("audit", str(tarball), env=env)
+    assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "cache" / "mmaudit" / "trees" / "linux-source-9.8").exists()
+
+
+def test_unreadable_files_and_symlink_loops(tmp_path):
+    (tmp_path / "ok.c").write_text(BORROW)
+    (tmp_path / "dangling.c").symlink_to("nowhere.c")
+    (tmp_path / "loop").symlink_to("..")
+    locked = tmp_path / "locked.c"
+    locked.write_text(BORROW)
+    locked.chmod(0)         # unreadable unless we are root
+    proc = support.run_mmaudit("audit", "-q", "--format", "json", str(tmp_path))
+    _clean_run(proc)
+    files = {s["file"] for s in json.loads(proc.stdout)["sites"]}
+    assert "ok.c" in files
+    if os.geteuid() == 0:
+        assert "locked.c" in files
+
+
+def test_names_with_spaces_and_non_utf8_bytes(tmp_path):
+    (tmp_path / "my file.c").write_text(BORROW)
+    with open(os.path.join(os.fsencode(tmp_path), b"bad\xff.c"), "w") as f:
+        f.write(BORROW)
+    proc = support.run_mmaudit("audit", "-q", "--format", "json", str(tmp_path))
+    _clean_run(proc)
+    sites = {s["file"]: s for s in json.loads(proc.stdout)["sites"]}
+    assert sites["my file.c"]["verdict"] == "review"
+    assert sites["bad\\xff.c"]["verdict"] == "unanalyzed"
+    assert "not UTF-8" in sites["bad\\xff.c"]["reason"]
+
+
+def test_50mb_file_times_out_and_the_run_goes_on(tmp_path):
+    with open(tmp_path / "huge.c", "w") as f:
+        n = 0
+        while f.tell() < 50 * 1024 * 1024:
+            f.write("int fn%d(int a) { int b = a * %d; if (b > 3) b -= a; return b; }\n" % (n, n))
+            n += 1
+        f.write(BORROW)
+    (tmp_path / "small.c").write_text(BORROW.replace("f(", "g("))
+    proc = support.run_mmaudit("audit", "-q", "--timeout", "5", "--format", "json", str(tmp_path))
+    _clean_run(proc)
+    sites = {s["file"]: s for s in json.loads(proc.stdout)["sites"]}
+    assert sites["huge.c"]["verdict"] == "unanalyzed"
+    assert sites["huge.c"]["reason"] == "spatch timed out after 5 s"
+    assert sites["small.c"]["verdict"] == "review"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_leaves_no_report(tmp_path, sig, code):
+    tree = support.kernel_tree("6.12")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, support.MMAUDIT, "audit", "-q", "-j", "1",
+                             "-o", str(out), tree], stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert not out.exists() or not [n for n in os.listdir(out) if n.startswith(("findings", "REPORT", ".tmp"))]
+    again = support.run_mmaudit("audit", "-q", "-o", str(out), tree)
+    assert again.returncode == 1
+    assert sorted(os.listdir(out)) == ["REPORT.md", "findings.json", "findings.sarif"]
+
+
+def test_read_only_tree_is_left_byte_for_byte(tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(os.path.join(support.AUDIT_FIXTURES, "field_mixed_stores_review"), tree)
+    for top, dirs, files in os.walk(tree):
+        for name in files + dirs:
+            os.chmod(os.path.join(top, name), 0o555 if name in dirs else 0o444)
+    os.chmod(tree, 0o555)
+    before = tree_digest(tree)
+    proc = support.run_mmaudit("audit", "-q", "-o", str(tmp_path / "out"), str(tree))
+    _clean_run(proc)
+    assert tree_digest(tree) == before
+    os.chmod(tree, 0o755)
+
+
+def test_real_tree_is_left_byte_for_byte():
+    tree = support.kernel_tree("6.12")
+    before = tree_digest(tree)
+    _clean_run(support.run_mmaudit("audit", "-q", "-j", "2", tree))
+    assert tree_digest(tree) == before
+
+
+def test_two_shards_give_the_same_bytes(tmp_path):
+    tree = support.kernel_tree("6.12")
+    single = support.run_mmaudit("audit", "-q", "--format", "json", tree).stdout
+    parts = []
+    for i in (1, 2):
+        path = tmp_path / ("s%d.json" % i)
+        path.write_text(support.run_mmaudit("audit", "-q", "--shard", "%d/2" % i,
+                                            "--format", "json", tree).stdout)
+        parts.append(str(path))
+    merged = support.run_mmaudit("merge", "-q", "--format", "json", *parts)
+    assert merged.stdout == single

@@ -161,3 +161,17 @@ def test_two_shards_give_the_same_bytes(tmp_path):
         parts.append(str(path))
     merged = support.run_mmaudit("merge", "-q", "--format", "json", *parts)
     assert merged.stdout == single
+
+
+def test_fact_cache_gives_the_same_bytes_and_sees_a_change(tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(os.path.join(support.AUDIT_FIXTURES, "field_grab_only_in_other_file"), tree)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = lambda *a: support.run_mmaudit("audit", "-q", "--format", "json", str(tree), *a, env=env)  # noqa: E731
+    cold = run().stdout
+    assert os.listdir(tmp_path / "cache" / "mmaudit" / "facts")
+    assert run().stdout == cold == run("--no-cache").stdout
+    create = tree / "create.c"
+    create.write_text(create.read_text().replace("current->mm;", "get_task_mm(current);")
+                      .replace("\tmmgrab(current->mm);\n", ""))
+    assert json.loads(run().stdout)["sites"][0]["verdict"] == "pinned"

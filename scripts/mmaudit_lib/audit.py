@@ -3,6 +3,7 @@ stores, and decide a verdict with an evidence chain."""
 
 import collections
 import functools
+import hashlib
 import json
 import os
 import re
@@ -33,9 +34,76 @@ class Progress:
 FAILURES = {}
 
 
+class FactCache:
+    """Facts of one rule on one file, keyed by the content of both: a re-audit
+    only hands spatch the files that changed."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.salt = None
+
+    def key(self, tree, rule, defines, rel):
+        if self.salt is None:
+            h = hashlib.sha256(spatch.spatch_version().encode())
+            for path in (spatch.MACRO_FILE, __file__):
+                with open(path, "rb") as f:
+                    h.update(f.read())
+            self.salt = h.digest()
+        h = hashlib.sha256(self.salt)
+        with open(rule, "rb") as f:
+            h.update(f.read())
+        h.update(repr(sorted(defines)).encode())
+        with open(os.path.join(tree, rel), "rb") as f:
+            h.update(f.read())
+        return h.hexdigest()
+
+    def _path(self, key):
+        return os.path.join(self.directory, key[:2], key + ".json")
+
+    def get(self, key):
+        try:
+            with open(self._path(key)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key, facts):
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w") as f:
+            json.dump(facts, f)
+        os.replace(tmp, path)
+
+
+CACHE = None    # a FactCache, when the user did not ask for --no-cache
+
+
 def run_facts(tree, rule, files, jobs, timeout, defines=()):
-    """Run a fact rule over FILES (each its own group); return parsed facts."""
+    """Facts of a rule on FILES, from the cache or from spatch."""
     files = [f for f in files if utf8_name(f)]   # spatch's Python cannot take others
+    if CACHE is None:
+        return run_spatch_facts(tree, rule, files, jobs, timeout, defines)
+    keys = {rel: CACHE.key(tree, rule, defines, rel) for rel in files}
+    facts, missing = [], []
+    for rel in files:
+        cached = CACHE.get(keys[rel])
+        if cached is None:
+            missing.append(rel)
+        else:
+            facts += cached
+    fresh = run_spatch_facts(tree, rule, missing, jobs, timeout, defines)
+    by_file = {rel: [] for rel in missing}
+    for f in fresh:
+        by_file.setdefault(f["file"], []).append(f)
+    for rel in missing:
+        if rel not in FAILURES:          # a timeout may not repeat: never cached
+            CACHE.put(keys[rel], by_file[rel])
+    return facts + fresh
+
+
+def run_spatch_facts(tree, rule, files, jobs, timeout, defines=()):
+    """Run a fact rule over FILES (each its own group); return parsed facts."""
     if not files:
         return []
     with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:

@@ -7,11 +7,12 @@ PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
 KSRC    ?=
 JOBS    ?= 2
-DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest time
+DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest time patch \
+	   gcc-powerpc64le-linux-gnu bc flex bison libelf-dev libssl-dev
 RULES   := $(wildcard cocci/*.cocci)
 PYFILES := scripts/mmaudit scripts/bench $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
 
-.PHONY: all deps check lint test bless audit audit-diff bench clean
+.PHONY: all deps check lint test bless audit audit-diff fixes bench clean
 
 all: check
 
@@ -56,6 +57,12 @@ bless: deps
 audit: deps
 	@$(PYTHON) scripts/mmaudit audit $(KSRC) -j $(JOBS) --release-dir reports --summary \
 		|| [ $$? -eq 1 ]
+
+# Fix patches for the findings of KSRC (default: newest package), verified
+# on a scratch copy; UPSTREAM=tree shows a later tree's change beside them.
+fixes: deps
+	@$(PYTHON) scripts/mmaudit fix $(KSRC) -j $(JOBS) --verify \
+		$(if $(UPSTREAM),--upstream $(UPSTREAM)) $(if $(SIGNOFF),--signoff "$(SIGNOFF)")
 
 # The Debian 6.1 and 6.12 packages, audited and compared.
 OLD_SRC ?= /usr/src/linux-source-6.1.tar.xz

@@ -171,6 +171,9 @@ def classify_store(store):
     """pinned / grab / bare, with the steps that show it."""
     line = store["lines"]
     steps = [_step(store["file"], store["line"], store["code"])]
+    steps[0]["store"] = {"function": store["func"], "type": store["type"],
+                         "field": store["field"],
+                         "guard": sorted(set(c for c, _ in store.get("guards", [])))}
     if store.get("dropped"):
         for at in store["grabs"][:1]:
             steps.append(_step(store["file"], at, line(at) + " — mm_count taken"))
@@ -253,6 +256,8 @@ def judge_owner(site, owner, stores):
     if not mine:
         return ("review", "Low", "no store to %s was found in the tree" % label, [])
     classes = [(classify_store(s), s) for s in mine]
+    for (c, sts), _ in classes:
+        next(st for st in sts if "store" in st)["store"]["class"] = c
     kinds = collections.Counter(c for (c, _), _ in classes)
     steps = [st for (_, sts), _ in classes for st in sts]
     other_file = any(s["file"] != site["file"] for s in mine)

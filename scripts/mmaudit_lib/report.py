@@ -98,7 +98,7 @@ def summary_table(data):
     return "| %s |\n|%s\n| %s |\n" % (" | ".join(head), "---:|" * len(head), " | ".join(row))
 
 
-def to_markdown(data, tree=None, context=3):
+def to_markdown(data, tree=None, context=3, fixes=None):
     t = data["tree"]
     out = ["# mmaudit report: %s" % (("Linux " + t["version"]) if t["version"] else t["source"]), "",
            "Source: `%s`; mmaudit %s; spatch %s." % (t["source"], data["tool"]["version"],
@@ -129,6 +129,8 @@ def to_markdown(data, tree=None, context=3):
             out.append("")
         if tree:
             out += _code(tree, s["file"], s["line"], context)
+        if fixes and (s["file"], s["line"]) in fixes:
+            out += [fixes[(s["file"], s["line"])], ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-2.0-only
+///
+/// Fix a kthread_use_mm() caller that holds no mm_users reference, as
+/// upstream fixed gadgetfs: mmgrab() where the owner stores the mm, mmdrop()
+/// where the owner is freed, and mmget_not_zero()/mmput() around the borrow.
+/// scripts/mmaudit decides the parameters and the modes for each finding:
+///   -D fn=F               the function that borrows
+///   -D wrap               borrow and unborrow share a block: wrap them
+///   -D early              they do not: return -EFAULT before the borrow
+///   -D errvar=V           (wrap) V = -EFAULT when the mm is already gone
+///   -D grab -D storefn=S -D tag=T -D fld=M   mmgrab() after S's stores
+///   -D drop [-D guarded]  mmdrop() before each kfree() of a struct T
+///
+// Confidence: n/a (rewrite driven by mmaudit findings)
+// Copyright: (C) 2026 The mmaudit developers
+// Comments: The wrap mode is the one use_mm.cocci uses in patch mode.
+// Options: --no-includes --include-headers
+
+virtual wrap
+virtual early
+virtual set_err
+virtual grab
+virtual drop
+virtual guarded
+
+@wrap_and_fail depends on wrap && set_err@
+identifier virtual.fn, virtual.errvar;
+expression M;
+@@
+
+fn(...) {
+<...
+- kthread_use_mm(M);
++ if (mmget_not_zero(M)) {
++ kthread_use_mm(M);
+  ...
+  kthread_unuse_mm(M);
++ mmput(M);
++ } else {
++ errvar = -EFAULT;
++ }
+...>
+}
+
+@wrap_and_skip depends on wrap && !set_err@
+identifier virtual.fn;
+expression M;
+@@
+
+fn(...) {
+<...
+- kthread_use_mm(M);
++ if (mmget_not_zero(M)) {
++ kthread_use_mm(M);
+  ...
+  kthread_unuse_mm(M);
++ mmput(M);
++ }
+...>
+}
+
+@early_return depends on early@
+identifier virtual.fn;
+expression M;
+@@
+
+fn(...) {
+<...
++ if (!mmget_not_zero(M))
++ 	return -EFAULT;
+  kthread_use_mm(M);
+...>
+}
+
+@early_put depends on early@
+identifier virtual.fn;
+expression early_return.M;
+@@
+
+fn(...) {
+<...
+  kthread_unuse_mm(M);
++ mmput(M);
+...>
+}
+
+@grab_at_store depends on grab@
+identifier virtual.storefn, virtual.tag, virtual.fld;
+struct tag *x;
+expression E;
+@@
+
+storefn(...) {
+<...
+  x->fld = E;
++ mmgrab(x->fld);
+...>
+}
+
+// Functions that call the storing one free the owner before it stores.
+@calls_store depends on drop@
+identifier virtual.storefn;
+identifier g;
+position pg;
+@@
+
+g@pg(...) {
+<+... storefn(...) ...+>
+}
+
+@drop_at_free depends on drop && !guarded@
+identifier virtual.tag, virtual.fld;
+identifier g;
+position pg != calls_store.pg;
+struct tag *x;
+@@
+
+g@pg(...) {
+<...
++ mmdrop(x->fld);
+  kfree(x);
+...>
+}
+
+@drop_at_free_guarded depends on drop && guarded@
+identifier virtual.tag, virtual.fld;
+identifier g;
+position pg != calls_store.pg;
+struct tag *x;
+@@
+
+g@pg(...) {
+<...
++ if (x->fld)
++ 	mmdrop(x->fld);
+  kfree(x);
+...>
+}

@@ -34,8 +34,8 @@ deps:
 # but spatch's notes about isomorphisms that do not apply.
 lint: deps
 	@for r in $(RULES); do \
-		defs=""; grep -q '^virtual report' $$r && defs="-D report"; \
-		grep -q 'virtual\.fld' $$r && defs="-D fld=mm"; \
+		defs=$$(grep -o 'virtual\.[a-z_]*' $$r | sort -u | sed 's/virtual\.\(.*\)/-D \1=x/'); \
+		grep -q '^virtual report' $$r && defs="$$defs -D report"; \
 		$(SPATCH) --parse-cocci $$defs $$r >/dev/null 2>lint.err \
 			|| { cat lint.err; rm -f lint.err; echo "lint: $$r does not parse" >&2; exit 1; }; \
 		if grep '^warning:' lint.err | grep -v '^warning: iso .* does not match'; then \

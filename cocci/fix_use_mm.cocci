@@ -7,7 +7,7 @@
 ///   -D fn=F               the function that borrows
 ///   -D wrap               borrow and unborrow share a block: wrap them
 ///   -D early              they do not: return -EFAULT before the borrow
-///   -D errvar=V           (wrap) V = -EFAULT when the mm is already gone
+///   -D errvar=V           (wrap) V starts at -EFAULT, for when the mm is gone
 ///   -D grab -D storefn=S -D tag=T -D fld=M   mmgrab() after S's stores
 ///   -D drop [-D guarded]  mmdrop() before each kfree() of a struct T
 ///
@@ -31,13 +31,12 @@ expression M;
 fn(...) {
 <...
 - kthread_use_mm(M);
++ errvar = -EFAULT;
 + if (mmget_not_zero(M)) {
 + kthread_use_mm(M);
   ...
   kthread_unuse_mm(M);
 + mmput(M);
-+ } else {
-+ errvar = -EFAULT;
 + }
 ...>
 }

@@ -281,7 +281,7 @@ def message(tree, data, p, changes, author):
         para[-1] += ("borrow the mm only under mmget_not_zero() and mmput() it after "
                      "kthread_unuse_mm(); when the address space is "
                      "already gone, skip the copy%s." % (
-                         " and set %s to -EFAULT" % p["errvar"] if p.get("errvar") else ""))
+                         " and leave %s at -EFAULT" % p["errvar"] if p.get("errvar") else ""))
     else:
         para[-1] += ("take mm_users with mmget_not_zero() before the borrow, returning "
                      "-EFAULT when the address space is already gone, and mmput() it after "

@@ -30,12 +30,13 @@ deps:
 	echo "installing:$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-# Every rule parses (in report mode, or with the -D it needs) with no warning
+# Every rule parses (its modes on, context/org/patch aside, and its -D
+# values set) with no warning
 # but spatch's notes about isomorphisms that do not apply.
 lint: deps
 	@for r in $(RULES); do \
-		defs=$$(grep -o 'virtual\.[a-z_]*' $$r | sort -u | sed 's/virtual\.\(.*\)/-D \1=x/'); \
-		grep -q '^virtual report' $$r && defs="$$defs -D report"; \
+		defs=$$(grep -o 'virtual\.[a-z_]*' $$r | sort -u | sed 's/virtual\.\(.*\)/-D \1=lint_value/'); \
+		defs="$$defs $$(sed -n 's/^virtual \([a-z_]*\)$$/-D \1/p' $$r | grep -v -e '-D context' -e '-D org' -e '-D patch')"; \
 		$(SPATCH) --parse-cocci $$defs $$r >/dev/null 2>lint.err \
 			|| { cat lint.err; rm -f lint.err; echo "lint: $$r does not parse" >&2; exit 1; }; \
 		if grep '^warning:' lint.err | grep -v '^warning: iso .* does not match'; then \

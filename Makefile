@@ -7,7 +7,7 @@ PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
 KSRC    ?=
 JOBS    ?= 2
-DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest time patch \
+DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest python3-pyflakes time patch \
 	   gcc-powerpc64le-linux-gnu bc flex bison libelf-dev libssl-dev
 RULES   := $(wildcard cocci/*.cocci)
 PYFILES := scripts/mmaudit scripts/bench $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
@@ -43,6 +43,7 @@ lint: deps
 			rm -f lint.err; echo "lint: $$r has warnings" >&2; exit 1; fi; \
 	done; rm -f lint.err
 	@$(PYTHON) -m py_compile $(PYFILES)
+	@$(PYTHON) -m pyflakes $(PYFILES)
 	@bash -n scripts/sarif-validate
 	@echo "lint: $(words $(RULES)) rules and $(words $(PYFILES)) Python files OK"
 

@@ -38,7 +38,7 @@ def test_patch_mode_matches_mmaudit_fix(name, tmp_path):
     data = json.loads(support.run_mmaudit("audit", "-q", "--no-cache", "--format", "json",
                                           str(tree)).stdout)
     generated = fix.generate(str(tree), data, SIGNOFF)
-    patches = [text for _, text, _ in generated if text]
+    patches = [text for _, text, _, _ in generated if text]
     assert len(patches) == 1, generated
     with open(support.expected_path(name, "patch")) as f:
         drop_in = f.read()

@@ -9,11 +9,11 @@ import datetime
 import difflib
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 
 from . import VERSION, UsageError, spatch
+from .verify import passed
 
 FIX_RULE = os.path.join(spatch.COCCI_DIR, "fix_use_mm.cocci")
 COPY_FUNCS = r"(?:__)?(?:copy_to_user|copy_from_user|copy_to_iter|copy_from_iter)"
@@ -120,52 +120,40 @@ def plan(tree, site):
     if site["verdict"] == "unreferenced":
         stores = [e["store"] for e in site["evidence"]
                   if e.get("store") and e["store"]["class"] == "bare"]
-        store_files = sorted({e["file"] for e in site["evidence"]
-                              if e.get("store") and e["store"]["class"] == "bare"})
         if not stores or not stores[0]["type"] or "{" in stores[0]["type"]:
             raise NoFix("the owning struct has no tag to find where it is freed; needs a human")
-        tag = stores[0]["type"].split()[-1]
+        tag, field = stores[0]["type"].split()[-1], stores[0]["field"]
+        # mmdrop() must tolerate an owner freed before the store ran: a
+        # conditional store, or an error path (goto) taken before it.
         guarded = any(s["guard"] for s in stores)
-        for rel in store_files:
-            storefns = sorted({s["function"] for e, s in
-                               ((e, e["store"]) for e in site["evidence"] if e.get("store"))
-                               if e["file"] == rel and s["class"] == "bare"})
-            for fn in storefns:
-                fn_text, _ = _function_text(_read(tree, rel), fn)
-                store_line = [ln for ln in fn_text.split("\n") if re.search(r"->%s\s*=[^=]" % stores[0]["field"], ln)]
-                if fn_text and store_line and "goto " in fn_text.split(store_line[0])[0]:
-                    guarded = True
+        by_file = {}
+        for e in site["evidence"]:
+            if e.get("store") and e["store"]["class"] == "bare":
+                by_file.setdefault(e["file"], set()).add(e["store"]["function"])
+        for rel, functions in sorted(by_file.items()):
+            text = _read(tree, rel)
+            for fn in sorted(functions):
+                fn_text, _ = _function_text(text, fn)
+                before = re.split(r"->%s\s*=[^=]" % field, fn_text or "", maxsplit=1)[0]
+                guarded = guarded or "goto " in before
             files.setdefault(rel, [])
-            files[rel] += ["-D", "grab", "-D", "tag=" + tag, "-D", "fld=" + stores[0]["field"]] + \
-                sum((["-D", "storefn=" + fn] for fn in storefns[:1]), [])
-        for rel in set(files) | set(store_files):
-            files.setdefault(rel, [])
-            files[rel] += ["-D", "drop", "-D", "tag=" + tag, "-D", "fld=" + stores[0]["field"]]
-            if guarded:
-                files[rel] += ["-D", "guarded"]
+            files[rel] += ["-D", "grab", "-D", "storefn=" + sorted(functions)[0]]
+        for rel in files:
+            files[rel] += ["-D", "drop", "-D", "tag=" + tag, "-D", "fld=" + field]
+            files[rel] += ["-D", "guarded"] if guarded else []
             if not any(a.startswith("storefn=") for a in files[rel]):
                 files[rel] += ["-D", "storefn=" + stores[0]["function"]]
-        p.update(tag=tag, field=stores[0]["field"], guarded=guarded)
+        p.update(tag=tag, field=field, guarded=guarded)
     return p
-
-
-def _dedupe(args):
-    out = []
-    for i in range(0, len(args), 2):
-        pair = args[i:i + 2]
-        if pair[1] not in out[1::2]:
-            out += pair
-    return out
 
 
 def rewrite(tree, p):
     """{path: (old text, new text)} for one plan."""
     changes = {}
     for rel, defines in sorted(p["files"].items()):
-        cmd = spatch.base_command(FIX_RULE) + _dedupe(defines) + ["-o", "/dev/stdout", rel]
         with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
             out = os.path.join(tmp, "out.c")
-            cmd[-3:-1] = ["-o", out]
+            cmd = spatch.base_command(FIX_RULE) + defines + ["-o", out, rel]
             proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
                                   env=dict(os.environ, TMPDIR=tmp))
             if proc.returncode != 0:
@@ -190,11 +178,12 @@ def rewrite(tree, p):
 
 
 def layout(old, new, p, rel):
-    """Kernel layout for what spatch printed: '} else {' on one line, the
-    wrapped region re-indented from the original text, comments kept on
-    the store line."""
-    new = re.sub(r"\}[ \t]*else\n[ \t]*\{", "} else {", new)
-    new = re.sub(r"^(\t+)(.*\S;)\n\1(mmgrab\(.*\);) (/\*.*\*/)$", r"\1\2 \4\n\1\3", new, flags=re.M)
+    """Kernel layout for what spatch printed: a trailing comment stays on
+    the store line, not on the mmgrab() spatch adds after it; the wrapped
+    region is the original text, one tab deeper (spatch re-indents only
+    what it touched)."""
+    new = re.sub(r"^(\t+)(.*\S;)\n\1(mmgrab\(.*\);) (/\*.*\*/)$", r"\1\2 \4\n\1\3", new,
+                 flags=re.M)
     if p.get("mode") != "wrap" or rel != p["site"]["file"]:
         return new
     old_lines, new_lines = old.split("\n"), new.split("\n")
@@ -341,7 +330,7 @@ def wrap(text, width=72):
 
 
 def generate(tree, data, signoff=None):
-    """[(site, patch text or None, why-not)] for every finding."""
+    """[(site, patch text or None, why-not, {path: (old, new)})] for every finding."""
     author = identity(signoff)
     out = []
     for site in data["sites"]:
@@ -350,9 +339,9 @@ def generate(tree, data, signoff=None):
         try:
             p = plan(tree, site)
             changes = rewrite(tree, p)
-            out.append((site, message(tree, data, p, changes, author), None))
+            out.append((site, message(tree, data, p, changes, author), None, changes))
         except NoFix as why:
-            out.append((site, None, str(why)))
+            out.append((site, None, str(why), {}))
     return out
 
 
@@ -415,12 +404,11 @@ def summary_markdown(data, generated, written, results, tree, upstream=None):
     out = ["# Fix patches for Linux %s" % version, "",
            "| finding | verdict | patch | verification |", "|---|---|---|---|"]
     per_site = {}
-    for site, text, why in generated:
+    for site, text, why, changes in generated:
         key = (site["file"], site["line"])
         r = verified.get("%s:%d" % key)
         check = "-"
         if r:
-            from .verify import passed
             builds = "; ".join("%s %s" % (b.get("how") or "", "ok" if b.get("ok") else
                                            ("FAILED" if b.get("ok") is False else "not built"))
                                for b in r["build"].values())
@@ -441,29 +429,14 @@ def summary_markdown(data, generated, written, results, tree, upstream=None):
             sec += ["No patch: %s." % why.rstrip(".")]
         if text and upstream:
             up_version, up_tree = upstream
-            old = _read(tree, site["file"])
-            try:
-                theirs = _read(up_tree, site["file"])
-            except OSError:
-                theirs = None
-            ours = old
-            if theirs is not None:
-                import subprocess as sp
-                with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
-                    path = os.path.join(tmp, "f.c")
-                    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-                        f.write(old)
-                    own = [c for c in text.split("\ndiff --git ") if c.startswith("a/%s " % site["file"])]
-                    if own:
-                        sp.run(["patch", "-s", path], input="diff --git " + own[0].split("\n-- \n")[0],
-                               text=True, capture_output=True)
-                    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                        ours = f.read()
-                hunks = upstream_hunks(old, theirs, site["file"])
-                if hunks:
-                    sec += ["", "Upstream change of this file, Linux %s → %s (mm-reference hunks only):"
-                            % (version, up_version), "", "```diff", hunks, "```", "",
-                            "Where the generated patch and upstream differ:", "",
-                            compare_with_upstream(old, ours, theirs)]
+            old, ours = changes[site["file"]]
+            up_path = os.path.join(up_tree, site["file"])
+            hunks = upstream_hunks(old, _read(up_tree, site["file"]), site["file"]) \
+                if os.path.exists(up_path) else ""
+            if hunks:
+                sec += ["", "Upstream change of this file, Linux %s → %s (mm-reference hunks only):"
+                        % (version, up_version), "", "```diff", hunks, "```", "",
+                        "Where the generated patch and upstream differ:", "",
+                        compare_with_upstream(old, ours, _read(up_tree, site["file"]))]
         per_site[key] = "\n".join(sec)
     return "\n".join(out) + "\n", per_site

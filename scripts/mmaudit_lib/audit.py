@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 from . import VERSION, UsageError, scan, spatch, tree as treemod
 
@@ -22,12 +23,18 @@ PIN_FUNCS = ("get_task_mm(", "mm_alloc(")
 
 
 class Progress:
+    """Progress on stderr, for a terminal only: release, pass, files, time."""
+
     def __init__(self, quiet):
         self.on = not quiet and sys.stderr.isatty()
+        self.release = ""
+        self.started = time.monotonic()
 
     def __call__(self, msg):
         if self.on:
-            print("mmaudit: " + msg, file=sys.stderr, flush=True)
+            print("mmaudit: %s[%5.1fs] %s" % (self.release and self.release + " ",
+                                             time.monotonic() - self.started, msg),
+                  file=sys.stderr, flush=True)
 
 
 # Files spatch gave up on in this process, with the reason: {path: reason}.
@@ -392,6 +399,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
+    if hasattr(progress, "release"):
+        progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
     searched, candidates = scan.borrow_files(tree)
     if searched == 0:
@@ -399,8 +408,9 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     mine = in_shard(candidates, shard)
     textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
     to_parse = [rel for rel in mine if textual[rel]]
-    progress("pass 1: call sites in %d files" % len(to_parse))
+    progress("pass 1: call sites in %d of %d files" % (len(to_parse), searched))
     site_facts = run_facts(tree, SITES_RULE, to_parse, jobs, timeout)
+    progress("pass 1: %d call sites" % sum(f["kind"] == "site" for f in site_facts))
 
     unpinned = {_key(f) for f in site_facts if f["kind"] == "unpinned"}
     with_owner = {_key(f) for f in site_facts if f["kind"] == "owner"}
@@ -431,6 +441,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
         for k, s in collect_stores(facts).items():
             s["field"] = field
             stores[k + (field,)] = s
+    progress("pass 2: %d stores" % len(stores))
     code = SourceLines(tree)
     for s in stores.values():
         s["code"] = code(s["file"], s["line"])

@@ -1,6 +1,7 @@
 """Hostile input, interruption and the audited tree left untouched."""
 
 import hashlib
+import pathlib
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -69,19 +71,45 @@ def test_truncated_tarball(tmp_path):
     assert not (tmp_path / "cache" / "mmaudit" / "trees" / "linux-source-9.8").exists()
 
 
-def test_unreadable_files_and_symlink_loops(tmp_path):
-    (tmp_path / "ok.c").write_text(BORROW)
-    (tmp_path / "dangling.c").symlink_to("nowhere.c")
-    (tmp_path / "loop").symlink_to("..")
-    locked = tmp_path / "locked.c"
+@pytest.fixture
+def open_tmp():
+    """A scratch directory that user nobody can reach (pytest's is 0700)."""
+    path = tempfile.mkdtemp(prefix="mmaudit-test-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    for top, dirs, _ in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(top, d), 0o755)
+    shutil.rmtree(path)
+
+
+def test_unreadable_files_and_symlink_loops(open_tmp):
+    """Root reads everything, so as root the audit runs as nobody."""
+    tmp_path = open_tmp
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "ok.c").write_text(BORROW)
+    (tree / "dangling.c").symlink_to("nowhere.c")
+    (tree / "loop").symlink_to("..")
+    os.mkfifo(tree / "fifo.c")
+    locked = tree / "locked.c"
     locked.write_text(BORROW)
-    locked.chmod(0)         # unreadable unless we are root
-    proc = support.run_mmaudit("audit", "-q", "--format", "json", str(tmp_path))
-    _clean_run(proc)
-    files = {s["file"] for s in json.loads(proc.stdout)["sites"]}
-    assert "ok.c" in files
+    (tree / "closed").mkdir()
+    (tree / "closed" / "in.c").write_text(BORROW)
+    locked.chmod(0)
+    (tree / "closed").chmod(0)
+    cmd = [sys.executable, support.MMAUDIT, "audit", "-q", "--format", "json", str(tree)]
     if os.geteuid() == 0:
-        assert "locked.c" in files
+        cmd = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] + cmd
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    (tree / "closed").chmod(0o755)
+    _clean_run(proc)
+    data = json.loads(proc.stdout)
+    assert [s["file"] for s in data["sites"]] == ["ok.c"]
+    # grep -r does not follow symlinks: the dangling one and the loop are skipped.
+    assert data["stats"]["files_unreadable"] == ["closed", "locked.c"]
+    assert "could not read closed, locked.c" in proc.stderr
 
 
 def test_names_with_spaces_and_non_utf8_bytes(tmp_path):
@@ -161,6 +189,19 @@ def test_two_shards_give_the_same_bytes(tmp_path):
         parts.append(str(path))
     merged = support.run_mmaudit("merge", "-q", "--format", "json", *parts)
     assert merged.stdout == single
+
+
+def test_cached_facts_follow_the_file_name(tmp_path):
+    """Two files with the same content, audited from two trees."""
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / (name + ".c")).write_text(BORROW)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    first = support.run_mmaudit("audit", "-q", str(tmp_path / "one"), env=env)
+    second = support.run_mmaudit("audit", "-q", str(tmp_path / "two"), env=env)
+    _clean_run(first)
+    _clean_run(second)
+    assert second.stdout == first.stdout.replace("one.c", "two.c")
 
 
 def test_fact_cache_gives_the_same_bytes_and_sees_a_change(tmp_path):

@@ -75,12 +75,16 @@ class FactCache:
             return None
 
     def put(self, key, facts):
+        """Best effort: a cache that cannot be written only costs time."""
         path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w") as f:
-            json.dump(facts, f)
-        os.replace(tmp, path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(facts, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass
 
 
 CACHE = None    # a FactCache, when the user did not ask for --no-cache
@@ -97,8 +101,8 @@ def run_facts(tree, rule, files, jobs, timeout, defines=()):
         cached = CACHE.get(keys[rel])
         if cached is None:
             missing.append(rel)
-        else:
-            facts += cached
+        else:       # the same content may sit under another name
+            facts += [dict(f, file=rel) for f in cached]
     fresh = run_spatch_facts(tree, rule, missing, jobs, timeout, defines)
     by_file = {rel: [] for rel in missing}
     for f in fresh:
@@ -113,10 +117,12 @@ def run_spatch_facts(tree, rule, files, jobs, timeout, defines=()):
     """Run a fact rule over FILES (each its own group); return parsed facts."""
     if not files:
         return []
+    # spatch runs in a scratch directory, never in the tree: with -D values
+    # it writes a temporary copy of the rule into its working directory.
     with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
         groups = os.path.join(tmp, "groups")
         with open(groups, "w", errors="surrogateescape") as f:
-            f.write("\n\n".join(files) + "\n")
+            f.write("\n\n".join(os.path.join(tree, rel) for rel in files) + "\n")
         cmd = spatch.base_command(rule) + ["--macro-file", spatch.MACRO_FILE,
                                            "--file-groups", groups,
                                            "--timeout", str(timeout)]
@@ -125,16 +131,18 @@ def run_spatch_facts(tree, rule, files, jobs, timeout, defines=()):
         if jobs > 1:
             cmd += ["--jobs", str(jobs), "--chunksize", "1"]
         # surrogateescape: file names that are not UTF-8 round-trip.
-        proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
                               errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
     facts, failures = [], {}
     for line in (proc.stdout + "\n" + proc.stderr).splitlines():
         if line.startswith("MMAUDIT "):
-            facts.append(json.loads(line[8:]))
+            fact = json.loads(line[8:])
+            fact["file"] = os.path.relpath(fact["file"], tree)
+            facts.append(fact)
             continue
         m = re.match(r"EXN: (.*) in (.+)$", line) or re.match(r"timeout \(we abort\): ()(.+)$", line)
         if m:
-            failures[m.group(2)] = ("spatch timed out after %d s" % timeout
+            failures[os.path.relpath(m.group(2), tree)] = ("spatch timed out after %d s" % timeout
                                     if "imeout" in line else "spatch failed: " + m.group(1))
     if proc.returncode != 0 and not facts and not failures:
         err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
@@ -402,8 +410,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     if hasattr(progress, "release"):
         progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
-    searched, candidates = scan.borrow_files(tree)
-    if searched == 0:
+    searched, candidates, unreadable = scan.borrow_files(tree)
+    if searched == 0 and not unreadable:
         raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
     mine = in_shard(candidates, shard)
     textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
@@ -451,7 +459,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     failed = account_for_every_call(tree, textual, results)
     stats = {"files_searched": searched, "files_with_borrows": len(candidates),
              "files_parsed": len(to_parse) - len(failed), "files_failed": sorted(failed),
-             "store_files": len(store_files)}
+             "files_unreadable": unreadable, "store_files": len(store_files)}
     data = assemble(spatch_version, {"source": source, "version": treemod.kernel_version(tree)},
                     stats, results)
     if shard:
@@ -500,7 +508,8 @@ def assemble(spatch_version, tree_info, stats, results):
         r["file"] = display_path(r["file"])
         for step in r["evidence"]:
             step["file"] = display_path(step["file"])
-    stats["files_failed"] = sorted(display_path(f) for f in stats["files_failed"])
+    for key in ("files_failed", "files_unreadable"):
+        stats[key] = sorted(display_path(f) for f in stats[key])
     results = sorted(results, key=lambda r: (r["file"], r["line"], r["column"]))
     summary = collections.OrderedDict((v, 0) for v in VERDICTS)
     for r in results:
@@ -537,6 +546,7 @@ def merge(shards):
     stats = {"files_searched": first["stats"]["files_searched"],
              "files_with_borrows": first["stats"]["files_with_borrows"],
              "files_parsed": parsed, "files_failed": sorted(failed),
+             "files_unreadable": first["stats"]["files_unreadable"],
              "store_files": len(store_files)}
     return assemble(first["tool"]["spatch"], first["tree"], stats,
                     [site for s in shards for site in s["sites"]])

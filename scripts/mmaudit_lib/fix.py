@@ -153,8 +153,9 @@ def rewrite(tree, p):
     for rel, defines in sorted(p["files"].items()):
         with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
             out = os.path.join(tmp, "out.c")
-            cmd = spatch.base_command(FIX_RULE) + defines + ["-o", out, rel]
-            proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
+            cmd = spatch.base_command(FIX_RULE) + defines + ["-o", out, os.path.join(tree, rel)]
+            # In a scratch directory: with -D values spatch writes there.
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
                                   env=dict(os.environ, TMPDIR=tmp))
             if proc.returncode != 0:
                 raise NoFix("spatch could not rewrite %s: %s" % (rel, proc.stderr.strip()[-200:]))

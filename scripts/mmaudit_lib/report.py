@@ -109,6 +109,9 @@ def to_markdown(data, tree=None, context=3, fixes=None):
     if data["stats"]["files_failed"]:
         out += ["Files spatch could not analyze: " + ", ".join(
             "`%s`" % f for f in data["stats"]["files_failed"]), ""]
+    if data["stats"]["files_unreadable"]:
+        out += ["Files or directories that could not be read, so not searched: " + ", ".join(
+            "`%s`" % f for f in data["stats"]["files_unreadable"]), ""]
     out += ["## Sites", "", "| site | function | call | verdict | confidence |",
             "|---|---|---|---|---|"]
     for s in data["sites"]:

@@ -12,16 +12,24 @@ BORROW_PY = re.compile(r"\b(kthread_use_mm|use_mm)\s*\(")
 DECLARATION_PY = re.compile(r"\bvoid\s+(kthread_use_mm|use_mm)\s*\(")
 
 
-def _grep(tree, pattern, count=False):
-    """Run grep over the tree's C files; return {relative path: count}."""
+def _grep(tree, pattern, count=False, unreadable=None):
+    """Run grep over the tree's C files; return {relative path: count}.
+
+    Files and directories grep cannot read go to UNREADABLE, if given."""
     cmd = ["grep", "-r", "-E", "-Z", "-c" if count else "-l", "--include=*.c",
            "--include=*.h", "-e", pattern, "."]
     proc = subprocess.run(cmd, cwd=tree, capture_output=True)
-    if proc.returncode > 1:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        # Unreadable files and symlink loops are reported but do not stop us.
-        if not proc.stdout and not any("Permission denied" in m or "loop" in m for m in msg):
-            raise UsageError("grep failed in %s: %s" % (tree, msg[0] if msg else "?"))
+    other = []
+    for line in proc.stderr.decode("utf-8", "surrogateescape").splitlines():
+        m = re.match(r"grep: \./(.*): (Permission denied|No such file or directory|"
+                     r"Input/output error|.*loop.*)$", line)
+        if not m:
+            other.append(line)
+        elif unreadable is not None and (m.group(2) == "Permission denied"
+                                         or m.group(1).endswith((".c", ".h"))):
+            unreadable.add(m.group(1))
+    if proc.returncode > 1 and not proc.stdout and other:
+        raise UsageError("grep failed in %s: %s" % (tree, other[0]))
     out = {}
     if count:
         for rec in proc.stdout.split(b"\n"):
@@ -36,9 +44,11 @@ def _grep(tree, pattern, count=False):
 
 
 def borrow_files(tree):
-    """(number of C files searched, sorted files that mention a borrow)."""
-    counts = _grep(tree, BORROW_RE, count=True)
-    return len(counts), sorted(f for f, n in counts.items() if n)
+    """(number of C files searched, sorted files that mention a borrow,
+    sorted files and directories that could not be read)."""
+    unreadable = set()
+    counts = _grep(tree, BORROW_RE, count=True, unreadable=unreadable)
+    return len(counts), sorted(f for f, n in counts.items() if n), sorted(unreadable)
 
 
 def store_files(tree, field_tags):

@@ -276,12 +276,13 @@ fld << owner.fld;
 coccilib.org.print_todo(p[0], "WARNING: %s(%s) without an mm_users reference (unreferenced): a store to %s in this file takes no reference at all" % (borrow, shown(mm), field(T, fld)))
 
 // Patch mode: only grab-only sites get a local rewrite, the one that
-// mmaudit fix (cocci/fix_use_mm.cocci) writes.  When borrow and unborrow
-// share a block, the borrow is skipped if the mm is already gone, and the
-// variable that receives the copy's result, if it has no initial value,
-// starts at -EFAULT.  Otherwise an int function returns -EFAULT before the
-// borrow, provided no lock is taken on the way there.  The rewriting rules
-// find the borrow by its function: a position cannot be inherited past a
+// mmaudit fix (cocci/fix_use_mm.cocci) writes when the borrow and the
+// unborrow share a block: the block runs only under mmget_not_zero(), and
+// the variable that receives the copy's result, if it has no initial
+// value, starts at -EFAULT.  The other shape mmaudit fix writes (an early
+// return -EFAULT in an int function) is left out here: its rule makes
+// spatch's file filter select most of the tree.  The rewriting rules find
+// the borrow by its function: a position cannot be inherited past a
 // rewrite.
 @borrow_fn depends on patch@
 expression unpinned.mm;
@@ -295,7 +296,7 @@ kthread_use_mm@p(mm);
 ...>
 }
 
-@copy_result exists@
+@copy_result depends on patch exists@
 expression unpinned.mm;
 position unpinned.p;
 identifier X;
@@ -308,7 +309,7 @@ kthread_use_mm@p(mm);
 ... when != X
 X = \(copy_to_user\|copy_from_user\|copy_to_iter\|copy_from_iter\)(...);
 
-@wrappable@
+@wrappable depends on patch@
 expression unpinned.mm;
 position unpinned.p;
 identifier label;
@@ -318,15 +319,6 @@ kthread_use_mm@p(mm);
 ... when != return ...;
     when != goto label;
 kthread_unuse_mm(mm);
-
-@locked_before exists@
-expression unpinned.mm;
-position unpinned.p;
-@@
-
-\(spin_lock\|spin_lock_irq\|spin_lock_irqsave\|spin_lock_bh\|mutex_lock\|mutex_lock_interruptible\|rcu_read_lock\|read_lock\|write_lock\|down_read\|down_write\)(...);
-...
-kthread_use_mm@p(mm);
 
 @fix_and_fail depends on patch && any_store && !pinned_store && !bare_store &&
   wrappable && copy_result@
@@ -362,31 +354,5 @@ fn(...) {
   kthread_unuse_mm(mm);
 + mmput(mm);
 + }
-...>
-}
-
-@fix_early depends on patch && any_store && !pinned_store && !bare_store && !wrappable &&
-  !locked_before@
-identifier borrow_fn.fn;
-expression unpinned.mm;
-@@
-
-int fn(...) {
-<...
-+ if (!mmget_not_zero(mm))
-+ 	return -EFAULT;
-  kthread_use_mm(mm);
-...>
-}
-
-@fix_early_put depends on fix_early@
-identifier borrow_fn.fn;
-expression unpinned.mm;
-@@
-
-fn(...) {
-<...
-  kthread_unuse_mm(mm);
-+ mmput(mm);
 ...>
 }

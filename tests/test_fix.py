@@ -28,22 +28,36 @@ def _net_change(diff):
     return plus - minus, minus - plus
 
 
-@pytest.mark.parametrize("name", [n for n in support.rule_fixtures() if n.endswith("_patch")
-                                  or n in ("field_store_mmgrab_after", "struct_value_field")])
-def test_patch_mode_matches_mmaudit_fix(name, tmp_path):
-    src = os.path.join(support.RULE_FIXTURES, name + ".c")
+def _fix_fixture(name, tmp_path):
+    """mmaudit fix's diff for one rule fixture, as a tree of its own."""
     tree = tmp_path / "tree"
     tree.mkdir()
-    (tree / (name + ".c")).write_text(open(src).read())
+    with open(os.path.join(support.RULE_FIXTURES, name + ".c")) as f:
+        (tree / (name + ".c")).write_text(f.read())
     data = json.loads(support.run_mmaudit("audit", "-q", "--no-cache", "--format", "json",
                                           str(tree)).stdout)
-    generated = fix.generate(str(tree), data, SIGNOFF)
-    patches = [text for _, text, _, _ in generated if text]
-    assert len(patches) == 1, generated
+    patches = [text for _, text, _, _ in fix.generate(str(tree), data, SIGNOFF) if text]
+    assert len(patches) == 1
+    return patches[0].split("\n---\n", 1)[1].split("\n-- \n")[0]
+
+
+@pytest.mark.parametrize("name", ["grab_only_wrap_sets_error_patch", "field_store_mmgrab_after",
+                                  "field_store_mmgrab_before", "struct_value_field",
+                                  "field_store_get_task_mm_grab_put"])
+def test_patch_mode_matches_mmaudit_fix(name, tmp_path):
     with open(support.expected_path(name, "patch")) as f:
         drop_in = f.read()
-    ours = patches[0].split("\n---\n", 1)[1]
-    assert _net_change(ours.split("\n-- \n")[0]) == _net_change(drop_in)
+    assert drop_in
+    assert _net_change(_fix_fixture(name, tmp_path)) == _net_change(drop_in)
+
+
+def test_early_return_is_mmaudit_fix_only(tmp_path):
+    name = "grab_only_early_return_patch"
+    with open(support.expected_path(name, "patch")) as f:
+        assert f.read() == ""
+    ours = _fix_fixture(name, tmp_path)
+    assert "+\t\tif (!mmget_not_zero(vm->mm))\n+\t\t\treturn -EFAULT;" in ours
+    assert "+\t\tmmput(vm->mm);" in ours
 
 
 def _fix(series, tmp_path, *extra):

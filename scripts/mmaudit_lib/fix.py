@@ -98,15 +98,18 @@ def plan(tree, site):
     p = {"site": site, "files": files, "notes": []}
     if unuse:
         region = "\n".join(lines[borrow_at:unuse[0] + 1])
-        m = re.search(r"\b(\w+)\s*=\s*%s\s*\(" % COPY_FUNCS, region)
         files[site["file"]] += ["-D", "wrap"]
         p["mode"] = "wrap"
-        if m and not re.search(r"\b%s\s*=[^=]" % m.group(1), "\n".join(lines[:borrow_at])) \
-                and not re.search(r"[\w\s\*]\b%s\s*=[^=]" % m.group(1), body.split("{", 1)[1].split(";")[0]):
-            declared = re.search(r"^\s*[\w\s\*]+\b%s\s*(=|;)" % m.group(1), body, re.M)
-            if declared and declared.group(1) == ";":
-                files[site["file"]] += ["-D", "set_err", "-D", "errvar=" + m.group(1)]
-                p["errvar"] = m.group(1)
+        # The local that receives the copy's result starts at -EFAULT when
+        # nothing gives it a value before the borrow (skipping the copy
+        # must not leave it uninitialised).
+        m = re.search(r"\b(\w+)\s*=\s*%s\s*\(" % COPY_FUNCS, region)
+        if m:
+            var = m.group(1)
+            local = re.search(r"^\s*[\w\s\*]+\b%s\s*;" % var, body, re.M)
+            if local and not re.search(r"\b%s\s*=[^=]" % var, "\n".join(lines[:borrow_at])):
+                files[site["file"]] += ["-D", "set_err", "-D", "errvar=" + var]
+                p["errvar"] = var
     else:
         before = "\n".join(lines[:borrow_at])
         if not re.match(r"(static\s+)?(inline\s+)?(int|long|ssize_t)\s", body):

@@ -47,19 +47,22 @@ class FactCache:
 
     def __init__(self, directory):
         self.directory = directory
-        self.salt = None
+        self.salts = {}
 
-    def key(self, tree, rule, defines, rel):
-        if self.salt is None:
+    def _salt(self, rule, defines):
+        """What every key of one rule run shares: spatch, our code, the rule."""
+        index = (rule, tuple(sorted(defines)))
+        if index not in self.salts:
             h = hashlib.sha256(spatch.spatch_version().encode())
-            for path in (spatch.MACRO_FILE, __file__):
+            for path in (spatch.MACRO_FILE, __file__, rule):
                 with open(path, "rb") as f:
                     h.update(f.read())
-            self.salt = h.digest()
-        h = hashlib.sha256(self.salt)
-        with open(rule, "rb") as f:
-            h.update(f.read())
-        h.update(repr(sorted(defines)).encode())
+            h.update(repr(index[1]).encode())
+            self.salts[index] = h.digest()
+        return self.salts[index]
+
+    def key(self, tree, rule, defines, rel):
+        h = hashlib.sha256(self._salt(rule, defines))
         with open(os.path.join(tree, rel), "rb") as f:
             h.update(f.read())
         return h.hexdigest()
@@ -123,9 +126,7 @@ def run_spatch_facts(tree, rule, files, jobs, timeout, defines=()):
         groups = os.path.join(tmp, "groups")
         with open(groups, "w", errors="surrogateescape") as f:
             f.write("\n\n".join(os.path.join(tree, rel) for rel in files) + "\n")
-        cmd = spatch.base_command(rule) + ["--macro-file", spatch.MACRO_FILE,
-                                           "--file-groups", groups,
-                                           "--timeout", str(timeout)]
+        cmd = spatch.base_command(rule) + ["--file-groups", groups, "--timeout", str(timeout)]
         for d in defines:
             cmd += ["-D", d]
         if jobs > 1:

@@ -43,11 +43,13 @@ def spatch_version(path=None):
     return ".".join(map(str, version))
 
 
-def base_command(rule, mode=None):
-    """spatch arguments shared by every run of one of our rules."""
+def base_command(rule, mode=None, macros=True):
+    """spatch arguments shared by every run of one of our rules.  MACROS
+    adds our parser workarounds; coccicheck runs a rule without them."""
     cmd = [spatch_path(), "--very-quiet", "--python", sys.executable,
-           "--no-includes", "--include-headers",
-           "--macro-file", MACRO_FILE, "--sp-file", rule]
+           "--no-includes", "--include-headers", "--sp-file", rule]
+    if macros:
+        cmd += ["--macro-file", MACRO_FILE]
     if mode:
         cmd[1:1] = ["-D", mode]
     return cmd
@@ -69,6 +71,6 @@ def run_rule_on_file(rule, path, mode, timeout=120):
     name = os.path.basename(path)
     with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
         env = dict(os.environ, TMPDIR=tmp)
-        proc = subprocess.run(base_command(rule, mode) + [name], cwd=cwd, env=env,
+        proc = subprocess.run(base_command(rule, mode, macros=False) + [name], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     return normalise_diff(proc.stdout, name), proc.stderr, proc.returncode

@@ -8,8 +8,14 @@
 ///   -D wrap               borrow and unborrow share a block: wrap them
 ///   -D early              they do not: return -EFAULT before the borrow
 ///   -D errvar=V           (wrap) V starts at -EFAULT, for when the mm is gone
+///   -D fail -D donefn=D   both sit in one-line "if (mm)" branches of a void
+///                         function F that its caller runs as
+///                         "if (... || ERR) D(X); else F(X);": when the mm
+///                         is gone, set ERR to -EFAULT and call D(X)
 ///   -D grab -D storefn=S -D tag=T -D fld=M   mmgrab() after S's stores
-///   -D drop [-D guarded]  mmdrop() before each kfree() of a struct T
+///   -D nullable           the stored mm may be NULL: mmgrab() only if set
+///   -D drop [-D guarded]  mmdrop() before each kfree() of a struct T, and
+///                         before each bio_put() of the bio it embeds
 ///
 // Confidence: n/a (rewrite driven by mmaudit findings)
 // Copyright: (C) 2026 The mmaudit developers
@@ -18,10 +24,12 @@
 
 virtual wrap
 virtual early
+virtual fail
 virtual set_err
 virtual grab
 virtual drop
 virtual guarded
+virtual nullable
 
 @wrap_and_fail depends on wrap && set_err@
 identifier virtual.fn, virtual.errvar;
@@ -83,7 +91,56 @@ fn(...) {
 ...>
 }
 
-@grab_at_store depends on grab@
+// The caller's way to finish the object with an error, e.g. bcachefs's
+// "if (!dio->iter.count || dio->op.error) done(dio); else continue(dio);".
+@fail_path depends on fail@
+identifier virtual.fn, virtual.donefn;
+expression X, C, ERR;
+@@
+
+if (C || ERR)
+	donefn(X);
+else
+	fn(X);
+
+@fail_borrow depends on fail@
+identifier virtual.fn, virtual.donefn;
+expression fail_path.X, fail_path.ERR;
+expression M;
+@@
+
+fn(...) {
+<...
+- if (M)
+- 	kthread_use_mm(M);
++ if (M) {
++ 	if (!mmget_not_zero(M)) {
++ 		ERR = -EFAULT;
++ 		donefn(X);
++ 		return;
++ 	}
++ 	kthread_use_mm(M);
++ }
+...>
+}
+
+@fail_put depends on fail@
+identifier virtual.fn;
+expression fail_borrow.M;
+@@
+
+fn(...) {
+<...
+- if (M)
+- 	kthread_unuse_mm(M);
++ if (M) {
++ 	kthread_unuse_mm(M);
++ 	mmput(M);
++ }
+...>
+}
+
+@grab_at_store depends on grab && !nullable@
 identifier virtual.storefn, virtual.tag, virtual.fld;
 struct tag *x;
 expression E;
@@ -93,6 +150,20 @@ storefn(...) {
 <...
   x->fld = E;
 + mmgrab(x->fld);
+...>
+}
+
+@grab_at_store_nullable depends on grab && nullable@
+identifier virtual.storefn, virtual.tag, virtual.fld;
+struct tag *x;
+expression E;
+@@
+
+storefn(...) {
+<...
+  x->fld = E;
++ if (x->fld)
++ 	mmgrab(x->fld);
 ...>
 }
 
@@ -111,27 +182,77 @@ g@pg(...) {
 identifier virtual.tag, virtual.fld;
 identifier g;
 position pg != calls_store.pg;
+identifier f1, f2, f3;
 struct tag *x;
 @@
 
 g@pg(...) {
 <...
+(
 + mmdrop(x->fld);
   kfree(x);
+|
++ mmdrop(x->fld);
+  bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\));
+)
 ...>
+}
+
+// An owner carved from a bio's front pad is freed with the bio it was
+// found from.
+@drop_at_bio_put depends on drop && !guarded exists@
+identifier virtual.tag, virtual.fld;
+identifier g;
+position pg != calls_store.pg;
+struct tag *x;
+expression B;
+@@
+
+g@pg(...) {
+  ... when any
+  x = container_of(B, struct tag, ...);
+  ... when any
++ mmdrop(x->fld);
+  bio_put(B);
+  ... when any
 }
 
 @drop_at_free_guarded depends on drop && guarded@
 identifier virtual.tag, virtual.fld;
 identifier g;
 position pg != calls_store.pg;
+identifier f1, f2, f3;
 struct tag *x;
 @@
 
 g@pg(...) {
 <...
+(
 + if (x->fld)
 + 	mmdrop(x->fld);
   kfree(x);
+|
++ if (x->fld)
++ 	mmdrop(x->fld);
+  bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\));
+)
 ...>
+}
+
+@drop_at_bio_put_guarded depends on drop && guarded exists@
+identifier virtual.tag, virtual.fld;
+identifier g;
+position pg != calls_store.pg;
+struct tag *x;
+expression B;
+@@
+
+g@pg(...) {
+  ... when any
+  x = container_of(B, struct tag, ...);
+  ... when any
++ if (x->fld)
++ 	mmdrop(x->fld);
+  bio_put(B);
+  ... when any
 }

@@ -8,6 +8,9 @@ import support
 for (name, mode), out in sorted(support.all_rule_outputs().items()):
     with open(support.expected_path(name, mode), "w") as f:
         f.write(out)
+for name, out in sorted(support.all_fix_outputs().items()):
+    with open(support.expected_path(name, "fix"), "w") as f:
+        f.write(out)
 for name in support.audit_fixtures():
     with open(os.path.join(support.AUDIT_FIXTURES, name, "expected.json"), "w") as f:
         f.write(support.audit_fixture_json(name))

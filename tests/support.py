@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -24,6 +25,7 @@ def rule_fixtures():
 
 
 def expected_path(name, mode):
+    """MODE is a coccicheck mode, or "fix" for mmaudit fix's rewrite."""
     return os.path.join(RULE_FIXTURES, "%s.%s.expected" % (name, mode))
 
 
@@ -40,6 +42,37 @@ def all_rule_outputs():
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         outs = pool.map(lambda job: rule_output(*job), jobs)
     return dict(zip(jobs, outs))
+
+
+FIX_SIGNOFF = "Mmaudit Test <mmaudit-test@example.org>"
+
+
+def fix_output(name):
+    """mmaudit fix on one rule fixture, as a tree of its own: for each
+    finding, its diff or why it gets none."""
+    from mmaudit_lib import fix
+    with tempfile.TemporaryDirectory(prefix="mmaudit-fix-") as tmp:
+        with open(os.path.join(RULE_FIXTURES, name + ".c")) as f, \
+                open(os.path.join(tmp, name + ".c"), "w") as out:
+            out.write(f.read())
+        proc = run_mmaudit("audit", "-q", "--no-cache", "-j", "1", "--format", "json", tmp)
+        if proc.returncode not in (0, 1):
+            raise AssertionError("mmaudit failed on %s: %s" % (name, proc.stderr))
+        parts = []
+        for site, text, why, _ in fix.generate(tmp, json.loads(proc.stdout), FIX_SIGNOFF):
+            head = "%s:%d %s\n" % (site["file"], site["line"], site["verdict"])
+            if text:
+                parts.append(head + text.split("\n---\n", 1)[1].split("\n-- \n")[0]
+                             .split("\n\n", 1)[1] + "\n")
+            else:
+                parts.append(head + "no patch: %s\n" % why.replace(tmp + "/", ""))
+        return "".join(parts)
+
+
+def all_fix_outputs():
+    names = rule_fixtures()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(zip(names, pool.map(fix_output, names)))
 
 
 def audit_fixtures():

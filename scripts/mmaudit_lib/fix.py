@@ -64,7 +64,7 @@ def _function_text(text, fn):
 
 def same_block(lines, first, last):
     """Do lines FIRST and LAST sit in one block, not as one-line if branches?"""
-    previous = next((l.strip() for l in reversed(lines[:first]) if l.strip()), "")
+    previous = _previous_line(lines, first)
     if previous.endswith(")") or previous.startswith("else"):
         return False
     depth = 0
@@ -74,6 +74,26 @@ def same_block(lines, first, last):
             if depth < 0:
                 return False
     return depth == 0
+
+
+def _previous_line(lines, at):
+    return next((l.strip() for l in reversed(lines[:at]) if l.strip()), "")
+
+
+def _caller_failure(text, fn):
+    """How the caller of a void FN finishes the object when it has an error:
+    "if (... || X->...error) DONE(X); else FN(X);".  {caller, done, object,
+    error} or None."""
+    m = re.search(r"\bif \((?P<cond>[^;{}]*)\)\s*\n\s*(?P<done>\w+)\((?P<x>\w+)\);\s*\n"
+                  r"\s*else\s*\n\s*%s\((?P=x)\);" % re.escape(fn), text)
+    if not m:
+        return None
+    err = re.search(r"\|\|\s*(%s(?:->|\.)[\w.>-]*err\w*)\s*$" % m.group("x"), m.group("cond"))
+    if not err:
+        return None
+    callers = [name for name, body in _split_functions(text).items() if m.group(0) in body]
+    return {"caller": callers[0] if callers else "its caller", "done": m.group("done"),
+            "object": m.group("x"), "error": err.group(1)}
 
 
 def plan(tree, site):
@@ -92,11 +112,21 @@ def plan(tree, site):
     indent = re.match(r"\s*", lines[borrow_at]).group(0)
     unuse = [i for i in range(borrow_at + 1, len(lines))
              if lines[i].startswith(indent + "kthread_unuse_mm(")]
+    # "if (mm) kthread_use_mm(mm);": the code expects no mm at all at times
+    # (a kernel thread stored current->mm), so the reference taken at the
+    # store must be conditional too.
+    nullable = bool(re.fullmatch(r"if \(\s*%s\s*\)" % re.escape(site["mm"]),
+                                 _previous_line(lines, borrow_at)))
     if unuse and not same_block(lines, borrow_at, unuse[0]):
         unuse = []
     files = {site["file"]: ["-D", "fn=" + site["function"]]}
-    p = {"site": site, "files": files, "notes": []}
-    if unuse:
+    p = {"site": site, "files": files, "notes": [], "nullable": nullable}
+    failing = _caller_failure(text, site["function"]) if nullable and unuse == [] else None
+    if failing:
+        files[site["file"]] += ["-D", "fail", "-D", "donefn=" + failing["done"]]
+        p["mode"] = "fail"
+        p.update(failing)
+    elif unuse:
         region = "\n".join(lines[borrow_at:unuse[0] + 1])
         files[site["file"]] += ["-D", "wrap"]
         p["mode"] = "wrap"
@@ -128,7 +158,7 @@ def plan(tree, site):
         tag, field = stores[0]["type"].split()[-1], stores[0]["field"]
         # mmdrop() must tolerate an owner freed before the store ran: a
         # conditional store, or an error path (goto) taken before it.
-        guarded = any(s["guard"] for s in stores)
+        guarded = nullable or any(s["guard"] for s in stores)
         by_file = {}
         for e in site["evidence"]:
             if e.get("store") and e["store"]["class"] == "bare":
@@ -144,6 +174,7 @@ def plan(tree, site):
         for rel in files:
             files[rel] += ["-D", "drop", "-D", "tag=" + tag, "-D", "fld=" + field]
             files[rel] += ["-D", "guarded"] if guarded else []
+            files[rel] += ["-D", "nullable"] if nullable else []
             if not any(a.startswith("storefn=") for a in files[rel]):
                 files[rel] += ["-D", "storefn=" + stores[0]["function"]]
         p.update(tag=tag, field=field, guarded=guarded)
@@ -176,7 +207,7 @@ def rewrite(tree, p):
         drops = sum(n.count("mmdrop(") - o.count("mmdrop(") for o, n in changes.values())
         grabs = sum(n.count("mmgrab(") - o.count("mmgrab(") for o, n in changes.values())
         if not drops or not grabs:
-            raise NoFix("no place where struct %s is freed with kfree() was found, so the "
+            raise NoFix("no place where struct %s is freed with kfree() or bio_put() was found, so the "
                         "mmgrab() it needs cannot be balanced; needs a human" % p["tag"])
     return changes
 
@@ -265,9 +296,10 @@ def message(tree, data, p, changes, author):
              ""]
     if site["verdict"] == "unreferenced":
         drops = sorted({"%s()" % f for f in _functions_with(changes, "mmdrop(")})
-        para += ["Take mm_count with mmgrab() where the mm is stored and drop it with mmdrop() "
-                 "where the %s is freed (%s), so that the mm_struct stays valid; then "
-                 % ("struct " + p["tag"], ", ".join(drops))]
+        para += ["Take mm_count with mmgrab() where the mm is stored%s and drop it with "
+                 "mmdrop() where the %s is freed (%s), so that the mm_struct stays valid; then "
+                 % (" (only when there is one: %s() allows for a task without an mm)" % fn
+                    if p["nullable"] else "", "struct " + p["tag"], ", ".join(drops))]
     else:
         para += ["Therefore "]
     if p["mode"] == "wrap":
@@ -275,6 +307,11 @@ def message(tree, data, p, changes, author):
                      "kthread_unuse_mm(); when the address space is "
                      "already gone, skip the copy%s." % (
                          " and leave %s at -EFAULT" % p["errvar"] if p.get("errvar") else ""))
+    elif p["mode"] == "fail":
+        para[-1] += ("take mm_users with mmget_not_zero() before the borrow and mmput() it "
+                     "after kthread_unuse_mm(). When the address space is already gone, fail "
+                     "the request as %s() does when it has an error: set %s to -EFAULT "
+                     "and call %s()." % (p["caller"], p["error"], p["done"]))
     else:
         para[-1] += ("take mm_users with mmget_not_zero() before the borrow, returning "
                      "-EFAULT when the address space is already gone, and mmput() it after "

@@ -199,3 +199,62 @@ C << guarded_else.C;
 @@
 
 emit("guard", ps[0], cond=shown(C), branch="else")
+
+// A path from the storing function's entry that frees the owner before the
+// store: kfree() of it, or bio_put() of the bio it lives in or was found
+// from.  An mmdrop() added where the owner is freed must then cope with a
+// field that was never set.  use_mm.cocci's patch mode asks the same.
+@store_fn@
+expression store.X, E;
+identifier virtual.fld, sf;
+position store.ps;
+@@
+
+sf(...) { <+... \(X->fld@ps\|X.fld@ps\) = E ...+> }
+
+@freed_before exists@
+expression store.X;
+identifier virtual.fld, f1, f2, f3, store_fn.sf;
+position store.ps, pf;
+@@
+
+sf(...) {
+... when != X->fld@ps = ...
+\(kfree@pf(X)\|bio_put@pf(\(&X->f1\|&X->f1.f2\|&X->f1.f2.f3\))\);
+... when any
+}
+
+// The owner found with container_of() is named by an identifier here; if
+// it is not the store's base, the fact errs towards a guard.
+@freed_before_bio exists@
+expression B;
+identifier virtual.fld, store_fn.sf, x;
+type T;
+position store.ps, pf;
+@@
+
+sf(...) {
+... when any
+(
+x = container_of(B, T, ...);
+|
+T *x = container_of(B, T, ...);
+)
+... when != x->fld@ps = ...
+bio_put@pf(B);
+... when any
+}
+
+@script:python@
+ps << store.ps;
+pf << freed_before.pf;
+@@
+
+emit("freed_before", ps[0], at=int(pf[0].line))
+
+@script:python@
+ps << store.ps;
+pf << freed_before_bio.pf;
+@@
+
+emit("freed_before", ps[0], at=int(pf[0].line))

@@ -204,13 +204,17 @@ g@pg(...) {
 identifier virtual.tag, virtual.fld;
 identifier g;
 position pg != calls_store.pg;
-struct tag *x;
+identifier x;
 expression B;
 @@
 
 g@pg(...) {
   ... when any
+(
   x = container_of(B, struct tag, ...);
+|
+  struct tag *x = container_of(B, struct tag, ...);
+)
   ... when any
 + mmdrop(x->fld);
   bio_put(B);
@@ -243,13 +247,17 @@ g@pg(...) {
 identifier virtual.tag, virtual.fld;
 identifier g;
 position pg != calls_store.pg;
-struct tag *x;
+identifier x;
 expression B;
 @@
 
 g@pg(...) {
   ... when any
+(
   x = container_of(B, struct tag, ...);
+|
+  struct tag *x = container_of(B, struct tag, ...);
+)
   ... when any
 + if (x->fld)
 + 	mmdrop(x->fld);

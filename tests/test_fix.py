@@ -41,14 +41,24 @@ def _fix_fixture(name, tmp_path):
     return patches[0].split("\n---\n", 1)[1].split("\n-- \n")[0]
 
 
-@pytest.mark.parametrize("name", ["grab_only_wrap_sets_error_patch", "field_store_mmgrab_after",
-                                  "field_store_mmgrab_before", "struct_value_field",
-                                  "field_store_get_task_mm_grab_put"])
-def test_patch_mode_matches_mmaudit_fix(name, tmp_path):
-    with open(support.expected_path(name, "patch")) as f:
-        drop_in = f.read()
-    assert drop_in
-    assert _net_change(_fix_fixture(name, tmp_path)) == _net_change(drop_in)
+def _expected(name, mode):
+    with open(support.expected_path(name, mode)) as f:
+        return f.read()
+
+
+PATCHED_BY_RULE = [n for n in support.rule_fixtures() if _expected(n, "patch")]
+
+
+def test_patch_mode_covers_unreferenced_and_grab_only():
+    kinds = {re.search(r"\((grab-only|unreferenced)\)", _expected(n, "report")).group(1)
+             for n in PATCHED_BY_RULE}
+    assert kinds == {"grab-only", "unreferenced"} and len(PATCHED_BY_RULE) >= 8
+
+
+@pytest.mark.parametrize("name", PATCHED_BY_RULE)
+def test_patch_mode_matches_mmaudit_fix(name):
+    """Both outputs are checked against the tools by the other tests."""
+    assert _net_change(_expected(name, "patch")) == _net_change(_expected(name, "fix"))
 
 
 def test_early_return_is_mmaudit_fix_only(tmp_path):
@@ -73,6 +83,8 @@ def test_fix_output(fix_outputs, name):
 
 
 @pytest.mark.parametrize("name", ["bio_owner_void_borrow_unreferenced", "grab_only_early_return_patch",
+                                  "kfree_owner_freed_before_store_unreferenced",
+                                  "kfree_owner_stored_first_unreferenced",
                                   "grab_only_wrap_sets_error_patch", "struct_value_field"])
 def test_fixed_fixture_reaudits_pinned(name, tmp_path):
     tree = tmp_path / "tree"

@@ -189,7 +189,8 @@ def classify_store(store):
     steps = [_step(store["file"], store["line"], store["code"])]
     steps[0]["store"] = {"function": store["func"], "type": store["type"],
                          "field": store["field"],
-                         "guard": sorted(set(c for c, _ in store.get("guards", [])))}
+                         "guard": sorted(set(c for c, _ in store.get("guards", []))),
+                         "freed_before": store.get("freed_before")}
     if store.get("dropped"):
         for at in store["grabs"][:1]:
             steps.append(_step(store["file"], at, line(at) + " — mm_count taken"))
@@ -237,6 +238,8 @@ def collect_stores(facts):
             s["dropped"] = f["at"]
         elif kind == "guard":
             s.setdefault("guards", []).append((f["cond"], f["branch"]))
+        elif kind == "freed_before":
+            s["freed_before"] = min(f["at"], s.get("freed_before") or f["at"])
     for s in stores.values():
         s["pins"].sort(key=lambda p: -p[1])
         s["grabs"].sort()

@@ -136,7 +136,7 @@ def plan(tree, site):
         m = re.search(r"\b(\w+)\s*=\s*%s\s*\(" % COPY_FUNCS, region)
         if m:
             var = m.group(1)
-            local = re.search(r"^\s*[\w\s\*]+\b%s\s*;" % var, body, re.M)
+            local = re.search(r"^\s*[\w\s\*]+(?:,[\w\s\*]+)*\b%s\s*[;,]" % var, body, re.M)
             if local and not re.search(r"\b%s\s*=[^=]" % var, "\n".join(lines[:borrow_at])):
                 files[site["file"]] += ["-D", "set_err", "-D", "errvar=" + var]
                 p["errvar"] = var
@@ -157,18 +157,14 @@ def plan(tree, site):
             raise NoFix("the owning struct has no tag to find where it is freed; needs a human")
         tag, field = stores[0]["type"].split()[-1], stores[0]["field"]
         # mmdrop() must tolerate an owner freed before the store ran: a
-        # conditional store, or an error path (goto) taken before it.
-        guarded = nullable or any(s["guard"] for s in stores)
+        # store in one branch of an if, or an error path of the storing
+        # function that frees the owner before the store (the audit's facts).
+        guarded = nullable or any(s["guard"] or s.get("freed_before") for s in stores)
         by_file = {}
         for e in site["evidence"]:
             if e.get("store") and e["store"]["class"] == "bare":
                 by_file.setdefault(e["file"], set()).add(e["store"]["function"])
         for rel, functions in sorted(by_file.items()):
-            text = _read(tree, rel)
-            for fn in sorted(functions):
-                fn_text, _ = _function_text(text, fn)
-                before = re.split(r"->%s\s*=[^=]" % field, fn_text or "", maxsplit=1)[0]
-                guarded = guarded or "goto " in before
             files.setdefault(rel, [])
             files[rel] += ["-D", "grab", "-D", "storefn=" + sorted(functions)[0]]
         for rel in files:

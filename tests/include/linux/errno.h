@@ -4,6 +4,8 @@
 
 #define ENOMEM		12
 #define EFAULT		14
+#define EBUSY	16
+#define EIO	5
 #define EINVAL		22
 #define ESRCH		3
 

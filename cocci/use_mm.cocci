@@ -596,13 +596,13 @@ fn(...) {
 }
 
 
-@fail_borrow depends on patch && unpinned@
+@fail_borrow depends on patch && unpinned && fail_path@
 identifier borrow_fn.fn, fail_path.donefn;
 expression fail_path.X, fail_path.ERR, unpinned.mm;
 @@
 
 fn(...) {
-<...
+<+...
 - if (mm)
 - 	kthread_use_mm(mm);
 + if (mm) {
@@ -613,21 +613,21 @@ fn(...) {
 + 	}
 + 	kthread_use_mm(mm);
 + }
-...>
+...+>
 }
 
-@fail_put depends on patch && unpinned && fail_borrow@
+@fail_put depends on patch && unpinned && fail_path && fail_borrow@
 identifier borrow_fn.fn;
 expression unpinned.mm;
 @@
 
 fn(...) {
-<...
+<+...
 - if (mm)
 - 	kthread_unuse_mm(mm);
 + if (mm) {
 + 	kthread_unuse_mm(mm);
 + 	mmput(mm);
 + }
-...>
+...+>
 }

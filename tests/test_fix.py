@@ -16,7 +16,7 @@ import support
 sys.path.insert(0, os.path.join(support.ROOT, "scripts"))
 from mmaudit_lib import fix  # noqa: E402
 
-SIGNOFF = "Mmaudit Test <mmaudit-test@example.org>"
+SIGNOFF = support.FIX_SIGNOFF
 
 
 def _net_change(diff):
@@ -84,7 +84,7 @@ def test_fix_output(fix_outputs, name):
 
 @pytest.mark.parametrize("name", ["bio_owner_void_borrow_unreferenced", "grab_only_early_return_patch",
                                   "kfree_owner_freed_before_store_unreferenced",
-                                  "kfree_owner_stored_first_unreferenced",
+                                  "kfree_owner_stored_first_unreferenced", "nullable_int_borrow_unreferenced",
                                   "grab_only_wrap_sets_error_patch", "struct_value_field"])
 def test_fixed_fixture_reaudits_pinned(name, tmp_path):
     tree = tmp_path / "tree"

@@ -197,7 +197,8 @@ def rewrite(tree, p):
         if new != old:
             changes[rel] = (old, layout(old, new, p, rel))
     site = p["site"]
-    if site["file"] not in changes:
+    if site["file"] not in changes or site["function"] not in _functions_with(
+            {site["file"]: changes[site["file"]]}, "mmget_not_zero("):
         raise NoFix("the rewrite did not apply to %s()" % site["function"])
     if site["verdict"] == "unreferenced":
         drops = sum(n.count("mmdrop(") - o.count("mmdrop(") for o, n in changes.values())

@@ -47,14 +47,20 @@ def all_rule_outputs():
 FIX_SIGNOFF = "Mmaudit Test <mmaudit-test@example.org>"
 
 
+def fixture_tree(name, directory):
+    """DIRECTORY becomes a tree that holds rule fixture NAME alone."""
+    with open(os.path.join(RULE_FIXTURES, name + ".c")) as f, \
+            open(os.path.join(directory, name + ".c"), "w") as out:
+        out.write(f.read())
+    return str(directory)
+
+
 def fix_output(name):
     """mmaudit fix on one rule fixture, as a tree of its own: for each
     finding, its diff or why it gets none."""
     from mmaudit_lib import fix
     with tempfile.TemporaryDirectory(prefix="mmaudit-fix-") as tmp:
-        with open(os.path.join(RULE_FIXTURES, name + ".c")) as f, \
-                open(os.path.join(tmp, name + ".c"), "w") as out:
-            out.write(f.read())
+        fixture_tree(name, tmp)
         proc = run_mmaudit("audit", "-q", "--no-cache", "-j", "1", "--format", "json", tmp)
         if proc.returncode not in (0, 1):
             raise AssertionError("mmaudit failed on %s: %s" % (name, proc.stderr))

@@ -28,19 +28,6 @@ def _net_change(diff):
     return plus - minus, minus - plus
 
 
-def _fix_fixture(name, tmp_path):
-    """mmaudit fix's diff for one rule fixture, as a tree of its own."""
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    with open(os.path.join(support.RULE_FIXTURES, name + ".c")) as f:
-        (tree / (name + ".c")).write_text(f.read())
-    data = json.loads(support.run_mmaudit("audit", "-q", "--no-cache", "--format", "json",
-                                          str(tree)).stdout)
-    patches = [text for _, text, _, _ in fix.generate(str(tree), data, SIGNOFF) if text]
-    assert len(patches) == 1
-    return patches[0].split("\n---\n", 1)[1].split("\n-- \n")[0]
-
-
 def _expected(name, mode):
     with open(support.expected_path(name, mode)) as f:
         return f.read()
@@ -61,11 +48,12 @@ def test_patch_mode_matches_mmaudit_fix(name):
     assert _net_change(_expected(name, "patch")) == _net_change(_expected(name, "fix"))
 
 
-def test_early_return_is_mmaudit_fix_only(tmp_path):
+def test_early_return_is_mmaudit_fix_only():
     name = "grab_only_early_return_patch"
     with open(support.expected_path(name, "patch")) as f:
         assert f.read() == ""
-    ours = _fix_fixture(name, tmp_path)
+    ours = support.fix_output(name)
+    assert ours.count("\ndiff --git ") == 1
     assert "+\t\tif (!mmget_not_zero(vm->mm))\n+\t\t\treturn -EFAULT;" in ours
     assert "+\t\tmmput(vm->mm);" in ours
 
@@ -87,10 +75,8 @@ def test_fix_output(fix_outputs, name):
                                   "kfree_owner_stored_first_unreferenced", "nullable_int_borrow_unreferenced",
                                   "grab_only_wrap_sets_error_patch", "struct_value_field"])
 def test_fixed_fixture_reaudits_pinned(name, tmp_path):
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    with open(os.path.join(support.RULE_FIXTURES, name + ".c")) as f:
-        (tree / (name + ".c")).write_text(f.read())
+    tree = tmp_path
+    support.fixture_tree(name, tree)
     audit = lambda: json.loads(support.run_mmaudit(  # noqa: E731
         "audit", "-q", "--no-cache", "--format", "json", str(tree)).stdout)
     [(site, text, why, changes)] = fix.generate(str(tree), audit(), SIGNOFF)

@@ -67,6 +67,13 @@ pc << call.pc;
 
 emit("unpinned", pc[0])
 
+// The verdict needs a fact either way: a missing fact is never a pin.
+@script:python depends on !unpinned@
+pc << call.pc;
+@@
+
+emit("pinned", pc[0])
+
 @owner@
 identifier virtual.callee;
 expression list call.before;
@@ -122,3 +129,10 @@ pa << owner_alias.pa;
 
 emit("owner", pc[0], type=str(T), field=str(fld), base=shown(xp or xs),
      alias_at=int(pa[0].line))
+
+// Last rule: the file was analyzed to the end.  A file without this fact
+// (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.
+@script:python@
+@@
+
+print("MMAUDIT " + json.dumps({"kind": "done", "files": cocci.files()}), flush=True)

@@ -70,6 +70,13 @@ p << site.p;
 
 emit("unpinned", p[0])
 
+// The verdict needs a fact either way: a missing fact is never a pin.
+@script:python depends on !unpinned@
+p << site.p;
+@@
+
+emit("pinned", p[0])
+
 // Evidence: the pins and releases on the same expression in the function.
 @pin@
 expression site.mm;
@@ -168,3 +175,10 @@ fn << param.fn;
 @@
 
 emit("param", p[0], name=str(pm), index=int(n), callee=str(fn))
+
+// Last rule: the file was analyzed to the end.  A file without this fact
+// (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.
+@script:python@
+@@
+
+print("MMAUDIT " + json.dumps({"kind": "done", "files": cocci.files()}), flush=True)

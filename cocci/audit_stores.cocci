@@ -78,6 +78,13 @@ ps << store.ps;
 
 emit("nopin", ps[0])
 
+// The verdict needs a fact either way: a missing fact is never a pin.
+@script:python depends on !nopin@
+ps << store.ps;
+@@
+
+emit("pinned", ps[0])
+
 @pinned_value@
 expression store.E;
 position pg;
@@ -258,3 +265,10 @@ pf << freed_before_bio.pf;
 @@
 
 emit("freed_before", ps[0], at=int(pf[0].line))
+
+// Last rule: the file was analyzed to the end.  A file without this fact
+// (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.
+@script:python@
+@@
+
+print("MMAUDIT " + json.dumps({"kind": "done", "files": cocci.files()}), flush=True)

@@ -3,16 +3,11 @@ stores, and decide a verdict with an evidence chain."""
 
 import collections
 import functools
-import hashlib
-import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 
-from . import VERSION, UsageError, scan, spatch, tree as treemod
+from . import VERSION, UsageError, facts as factsmod, scan, spatch, tree as treemod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
@@ -37,121 +32,6 @@ class Progress:
                   file=sys.stderr, flush=True)
 
 
-# Files spatch gave up on in this process, with the reason: {path: reason}.
-FAILURES = {}
-
-
-class FactCache:
-    """Facts of one rule on one file, keyed by the content of both: a re-audit
-    only hands spatch the files that changed."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.salts = {}
-
-    def _salt(self, rule, defines):
-        """What every key of one rule run shares: spatch, our code, the rule."""
-        index = (rule, tuple(sorted(defines)))
-        if index not in self.salts:
-            h = hashlib.sha256(spatch.spatch_version().encode())
-            for path in (spatch.MACRO_FILE, __file__, rule):
-                with open(path, "rb") as f:
-                    h.update(f.read())
-            h.update(repr(index[1]).encode())
-            self.salts[index] = h.digest()
-        return self.salts[index]
-
-    def key(self, tree, rule, defines, rel):
-        h = hashlib.sha256(self._salt(rule, defines))
-        with open(os.path.join(tree, rel), "rb") as f:
-            h.update(f.read())
-        return h.hexdigest()
-
-    def _path(self, key):
-        return os.path.join(self.directory, key[:2], key + ".json")
-
-    def get(self, key):
-        try:
-            with open(self._path(key)) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
-
-    def put(self, key, facts):
-        """Best effort: a cache that cannot be written only costs time."""
-        path = self._path(key)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(facts, f)
-            os.replace(tmp, path)
-        except OSError:
-            pass
-
-
-CACHE = None    # a FactCache, when the user did not ask for --no-cache
-
-
-def run_facts(tree, rule, files, jobs, timeout, defines=()):
-    """Facts of a rule on FILES, from the cache or from spatch."""
-    files = [f for f in files if utf8_name(f)]   # spatch's Python cannot take others
-    if CACHE is None:
-        return run_spatch_facts(tree, rule, files, jobs, timeout, defines)
-    keys = {rel: CACHE.key(tree, rule, defines, rel) for rel in files}
-    facts, missing = [], []
-    for rel in files:
-        cached = CACHE.get(keys[rel])
-        if cached is None:
-            missing.append(rel)
-        else:       # the same content may sit under another name
-            facts += [dict(f, file=rel) for f in cached]
-    fresh = run_spatch_facts(tree, rule, missing, jobs, timeout, defines)
-    by_file = {rel: [] for rel in missing}
-    for f in fresh:
-        by_file.setdefault(f["file"], []).append(f)
-    for rel in missing:
-        if rel not in FAILURES:          # a timeout may not repeat: never cached
-            CACHE.put(keys[rel], by_file[rel])
-    return facts + fresh
-
-
-def run_spatch_facts(tree, rule, files, jobs, timeout, defines=()):
-    """Run a fact rule over FILES (each its own group); return parsed facts."""
-    if not files:
-        return []
-    # spatch runs in a scratch directory, never in the tree: with -D values
-    # it writes a temporary copy of the rule into its working directory.
-    with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
-        groups = os.path.join(tmp, "groups")
-        with open(groups, "w", errors="surrogateescape") as f:
-            f.write("\n\n".join(os.path.join(tree, rel) for rel in files) + "\n")
-        cmd = spatch.base_command(rule) + ["--file-groups", groups, "--timeout", str(timeout)]
-        for d in defines:
-            cmd += ["-D", d]
-        if jobs > 1:
-            cmd += ["--jobs", str(jobs), "--chunksize", "1"]
-        # surrogateescape: file names that are not UTF-8 round-trip.
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                              errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
-    facts, failures = [], {}
-    for line in (proc.stdout + "\n" + proc.stderr).splitlines():
-        if line.startswith("MMAUDIT "):
-            fact = json.loads(line[8:])
-            fact["file"] = os.path.relpath(fact["file"], tree)
-            facts.append(fact)
-            continue
-        m = re.match(r"EXN: (.*) in (.+)$", line) or re.match(r"timeout \(we abort\): ()(.+)$", line)
-        if m:
-            failures[os.path.relpath(m.group(2), tree)] = ("spatch timed out after %d s" % timeout
-                                    if "imeout" in line else "spatch failed: " + m.group(1))
-    if proc.returncode != 0 and not facts and not failures:
-        err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
-        raise UsageError("spatch failed on %s: %s" % (os.path.basename(rule), err))
-    FAILURES.update(failures)
-    return facts
-
-
 class SourceLines:
     """The stripped text of a source line, for evidence."""
 
@@ -165,14 +45,6 @@ class SourceLines:
                 self.files[rel] = f.read().decode("utf-8", "replace").split("\n")
         lines = self.files[rel]
         return " ".join(lines[line - 1].split()) if 0 < line <= len(lines) else ""
-
-
-def utf8_name(path):
-    try:
-        path.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def _key(fact):
@@ -191,6 +63,9 @@ def classify_store(store):
                          "field": store["field"],
                          "guard": sorted(set(c for c, _ in store.get("guards", []))),
                          "freed_before": store.get("freed_before")}
+    if bool(store.get("nopin")) == bool(store.get("pinned")):
+        steps[0]["what"] += " — its facts are incomplete"
+        return "unknown", steps
     if store.get("dropped"):
         for at in store["grabs"][:1]:
             steps.append(_step(store["file"], at, line(at) + " — mm_count taken"))
@@ -228,8 +103,8 @@ def collect_stores(facts):
         kind = f["kind"]
         if kind == "type":
             s["type"] = f["type"]
-        elif kind == "nopin":
-            s["nopin"] = True
+        elif kind in ("nopin", "pinned"):
+            s[kind] = True
         elif kind == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
             s["pins"].append((f["how"], f["at"]))
         elif kind == "grab":
@@ -244,6 +119,13 @@ def collect_stores(facts):
         s["pins"].sort(key=lambda p: -p[1])
         s["grabs"].sort()
     return stores
+
+
+def _files_and_reasons(failed, most=3):
+    parts = ["%s (%s)" % (f, why) for f, why in sorted(failed.items())[:most]]
+    if len(failed) > most:
+        parts.append("and %d more" % (len(failed) - most))
+    return ", ".join(parts)
 
 
 def _type_name(t):
@@ -264,9 +146,14 @@ def _separating_condition(classes):
     return ""
 
 
-def judge_owner(site, owner, stores):
-    """Verdict for a borrow of owner's field, from all stores of that field."""
+def judge_owner(site, owner, stores, failed=None):
+    """Verdict for a borrow of owner's field, from all stores of that field.
+    FAILED: {field: {file: reason}} of the store searches that did not finish."""
     typ, field = owner["type"], owner["field"]
+    missed = (failed or {}).get(field)
+    if missed:
+        return ("unanalyzed", "Low", "the stores to %s.%s could not all be analyzed: %s"
+                % (_type_name(typ), field, _files_and_reasons(missed)), [])
     mine = [s for s in stores if s["field"] == field and s["value"] != "NULL"
             and (s["type"] == typ if s["type"] else
                  (s["file"] == site["file"] and s["base"] == owner["base"]))]
@@ -279,6 +166,9 @@ def judge_owner(site, owner, stores):
         next(st for st in sts if "store" in st)["store"]["class"] = c
     kinds = collections.Counter(c for (c, _), _ in classes)
     steps = [st for (_, sts), _ in classes for st in sts]
+    if kinds["unknown"]:
+        return ("unanalyzed", "Low", "the facts of %d store(s) to %s are incomplete"
+                % (kinds["unknown"], label), steps)
     other_file = any(s["file"] != site["file"] for s in mine)
     confidence = "Moderate" if other_file or not all(s["type"] for s in mine) else "High"
     if kinds["pinned"] == len(mine):
@@ -299,9 +189,13 @@ def judge_owner(site, owner, stores):
             "every store to %s holds mm_count only (mmgrab)" % label, steps)
 
 
-def judge_callers(site, caller_facts, stores, code):
+def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_stores=None):
     """A borrowed parameter: combine the verdicts at the callers, one level up."""
     p = site["param"]
+    missed = (failed_callers or {}).get((p["callee"], p["index"]))
+    if missed:
+        return ("unanalyzed", "Low", "the mm is argument %d of %s(); its callers could not all "
+                "be analyzed: %s" % (p["index"] + 1, p["callee"], _files_and_reasons(missed)), [])
     facts = caller_facts.get((p["callee"], p["index"]), [])
     calls = {}
     for f in facts:
@@ -309,7 +203,7 @@ def judge_callers(site, caller_facts, stores, code):
             calls[_key(f)] = dict(file=f["file"], line=f["line"], func=f["func"], arg=f["arg"])
     for f in facts:
         c = calls.get(_key(f))
-        if c is not None and f["kind"] in ("unpinned", "owner"):
+        if c is not None and f["kind"] in ("unpinned", "pinned", "owner"):
             c[f["kind"]] = f
     if not calls:
         return ("review", "Low", "the mm is argument %d of %s() and no caller was found"
@@ -317,13 +211,16 @@ def judge_callers(site, caller_facts, stores, code):
     verdicts, steps = [], []
     for c in sorted(calls.values(), key=lambda c: (c["file"], c["line"])):
         at = _step(c["file"], c["line"], "%s — caller %s()" % (code(c["file"], c["line"]), c["func"]))
-        if "unpinned" not in c:
+        if ("unpinned" in c) == ("pinned" in c):
+            verdicts.append("unanalyzed")
+            steps.append(dict(at, what=at["what"] + ": the facts of this call are incomplete"))
+        elif "unpinned" not in c:
             verdicts.append("pinned")
             steps.append(dict(at, what=at["what"] + " holds an mm_users reference on every path"))
         elif "owner" in c:
             o = c["owner"]
             v, _, _, st = judge_owner(c, dict(type=o["type"], field=o["field"], base=o["base"]),
-                                      list(stores.values()))
+                                      list(stores.values()), failed_stores)
             verdicts.append(v)
             steps += st + [dict(at, what=at["what"] + " passes %s (%s)" % (c["arg"], v))]
         else:
@@ -333,13 +230,15 @@ def judge_callers(site, caller_facts, stores, code):
     what = "the mm is argument %d of %s(); %d caller(s)" % (p["index"] + 1, p["callee"], len(verdicts))
     if kinds == {"pinned"}:
         return "pinned", "Moderate", what + " all hold an mm_users reference", steps
+    if "unanalyzed" in kinds:
+        return "unanalyzed", "Low", what + ": " + ", ".join(verdicts), steps
     if "pinned" in kinds or "review" in kinds:
         return "review", "Low", what + ": " + ", ".join(verdicts), steps
     worst = "unreferenced" if "unreferenced" in kinds else "grab-only"
     return worst, "Moderate", what + " pass an mm without mm_users: " + ", ".join(verdicts), steps
 
 
-def judge_sites(site_facts, stores, code, callers=None):
+def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
     sites = {}
     for f in site_facts:
         if f["kind"] == "site":
@@ -349,8 +248,8 @@ def judge_sites(site_facts, stores, code, callers=None):
         s = sites.get(_key(f))
         if s is None:
             continue
-        if f["kind"] == "unpinned":
-            s["unpinned"] = True
+        if f["kind"] in ("unpinned", "pinned"):
+            s[f["kind"]] = True
         elif f["kind"] == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
             s["pins"].append((f["how"], f["at"]))
         elif f["kind"] == "release" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
@@ -365,7 +264,10 @@ def judge_sites(site_facts, stores, code, callers=None):
     for s in sites.values():
         where = _step(s["file"], s["line"], "%s — the borrow, in %s()" % (code(s["file"], s["line"]), s["func"]))
         chain = []
-        if not s.get("unpinned"):
+        if bool(s.get("unpinned")) == bool(s.get("pinned")):
+            verdict, conf, reason = ("unanalyzed", "Low",
+                                     "the facts of this site are incomplete (a damaged cache entry or spatch output)")
+        elif not s.get("unpinned"):
             pins = sorted(s["pins"], key=lambda p: -p[1])
             for how, at in pins[:1]:
                 chain.append(_step(s["file"], at, "%s — %s() pins the mm" % (code(s["file"], at), how)))
@@ -378,10 +280,12 @@ def judge_sites(site_facts, stores, code, callers=None):
                 if owner["alias_at"]:
                     chain.append(_step(s["file"], owner["alias_at"],
                                        "%s — local alias of the field" % code(s["file"], owner["alias_at"])))
-                verdict, conf, reason, steps = judge_owner(s, owner, store_list)
+                verdict, conf, reason, steps = judge_owner(s, owner, store_list, failed_stores)
                 chain = steps + chain
                 reason = "no mm_users reference in %s(); %s" % (s["func"], reason) \
                     if verdict != "pinned" else "the owning object pins the mm: " + reason
+                if verdict == "unanalyzed":
+                    conf = "Low"
             elif s.get("param") and callers is not None:
                 verdict, conf, reason, steps = callers(s)
                 chain = steps + chain
@@ -407,7 +311,8 @@ def in_shard(files, shard):
     return [f for k, f in enumerate(sorted(files)) if k % count == index - 1]
 
 
-def audit(path, jobs=1, timeout=120, progress=None, shard=None):
+def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
+    """Audit PATH; CACHE is a facts.FactCache, or None to run spatch on every file."""
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
@@ -415,24 +320,28 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
         progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
     searched, candidates, unreadable = scan.borrow_files(tree)
+    unreadable = set(unreadable)
     if searched == 0 and not unreadable:
         raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
     mine = in_shard(candidates, shard)
     textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
     to_parse = [rel for rel in mine if textual[rel]]
     progress("pass 1: call sites in %d of %d files" % (len(to_parse), searched))
-    site_facts = run_facts(tree, SITES_RULE, to_parse, jobs, timeout)
+    runner = factsmod.FactRunner(tree, jobs, timeout, cache)
+    site_facts, _ = runner.run(SITES_RULE, to_parse)
+    site_facts = only_code(site_facts, textual)
     progress("pass 1: %d call sites" % sum(f["kind"] == "site" for f in site_facts))
 
     unpinned = {_key(f) for f in site_facts if f["kind"] == "unpinned"}
     with_owner = {_key(f) for f in site_facts if f["kind"] == "owner"}
     params = sorted({(f["callee"], f["index"]) for f in site_facts if f["kind"] == "param"
                      and _key(f) in unpinned and _key(f) not in with_owner})
-    caller_facts = {}
+    caller_facts, failed_callers = {}, {}
     for callee, index in params:
-        files = scan.caller_files(tree, callee)
+        files = scan.caller_files(tree, callee, unreadable)
         progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
-        facts = run_facts(tree, CALLERS_RULE, files, jobs, timeout, defines=["callee=" + callee])
+        facts, failed_callers[(callee, index)] = runner.run(CALLERS_RULE, files,
+                                                            defines=["callee=" + callee])
         calls = {_key(f) for f in facts if f["kind"] == "call" and f["index"] == index}
         caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls]
     every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
@@ -445,11 +354,13 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
         tags = field_tags.setdefault(o["field"], set())
         if o["type"] and "{" not in o["type"]:
             tags.add(o["type"].split()[-1])
-    store_files = sorted(set(scan.store_files(tree, field_tags)) | {o["file"] for o in owners})
-    stores = {}
+    store_files = sorted(set(scan.store_files(tree, field_tags, unreadable))
+                         | {o["file"] for o in owners})
+    stores, failed_stores = {}, {}
     for field in sorted(field_tags):
         progress("pass 2: stores to .%s in %d files" % (field, len(store_files)))
-        facts = run_facts(tree, STORES_RULE, store_files, jobs, timeout, defines=["fld=" + field])
+        facts, failed_stores[field] = runner.run(STORES_RULE, store_files,
+                                                 defines=["fld=" + field])
         for k, s in collect_stores(facts).items():
             s["field"] = field
             stores[k + (field,)] = s
@@ -458,12 +369,15 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     for s in stores.values():
         s["code"] = code(s["file"], s["line"])
         s["lines"] = functools.partial(code, s["file"])
-    results = judge_sites(site_facts, stores, code,
-                          callers=lambda site: judge_callers(site, caller_facts, stores, code))
-    failed = account_for_every_call(tree, textual, results)
+    callers = functools.partial(judge_callers, caller_facts=caller_facts, stores=stores,
+                                code=code, failed_callers=failed_callers,
+                                failed_stores=failed_stores)
+    results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores)
+    failed = account_for_every_call(tree, textual, results, runner.failed)
+    failed |= set(runner.failed)
     stats = {"files_searched": searched, "files_with_borrows": len(candidates),
-             "files_parsed": len(to_parse) - len(failed), "files_failed": sorted(failed),
-             "files_unreadable": unreadable, "store_files": len(store_files)}
+             "files_parsed": len(set(to_parse) - failed), "files_failed": sorted(failed),
+             "files_unreadable": sorted(unreadable), "store_files": len(store_files)}
     data = assemble(spatch_version, {"source": source, "version": treemod.kernel_version(tree)},
                     stats, results)
     if shard:
@@ -471,8 +385,16 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None):
     return data, tree
 
 
-def account_for_every_call(tree, textual, results):
+def only_code(site_facts, textual):
+    """The facts of the calls the compiler sees: spatch does not know that a
+    backslash continues a // comment, nor always skip #if 0."""
+    lines = {(rel, line) for rel, calls in textual.items() for line, _, _, _ in calls}
+    return [f for f in site_facts if (f["file"], f["line"]) in lines]
+
+
+def account_for_every_call(tree, textual, results, why_failed):
     """Coverage: every textual call appears in RESULTS, analyzed or not.
+    WHY_FAILED: {file: reason} of the files spatch did not finish.
 
     Returns the files with a call spatch did not match."""
     matched = {(r["file"], r["line"]): r for r in results}
@@ -492,9 +414,7 @@ def account_for_every_call(tree, textual, results):
             else:
                 failed.add(rel)
                 macro = None
-                reason = FAILURES.get(rel) or (
-                    "spatch did not match this call (parse failure)" if utf8_name(rel)
-                    else "the file name is not UTF-8, which spatch cannot analyze")
+                reason = why_failed.get(rel) or "spatch did not match this call (parse failure)"
             results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
                                 mm=None, verdict="unanalyzed", confidence="Low",
                                 reason=reason, evidence=[]))
@@ -508,10 +428,13 @@ def display_path(path):
 
 def assemble(spatch_version, tree_info, stats, results):
     """The findings document; audit and merge both build it here."""
-    for r in results:
-        r["file"] = display_path(r["file"])
+    for r in results:       # names from the tree may reach any text
+        for key in ("file", "function", "mm", "reason"):
+            if r[key] is not None:
+                r[key] = display_path(r[key])
         for step in r["evidence"]:
             step["file"] = display_path(step["file"])
+            step["what"] = display_path(step["what"])
     for key in ("files_failed", "files_unreadable"):
         stats[key] = sorted(display_path(f) for f in stats[key])
     results = sorted(results, key=lambda r: (r["file"], r["line"], r["column"]))
@@ -543,6 +466,12 @@ def merge(shards):
     store_files = set()
     failed = set()
     parsed = 0
+    sites = set()
+    for s in shards:
+        mine = {(x["file"], x["line"], x["column"]) for x in s["sites"]}
+        if sites & mine:
+            raise UsageError("shards overlap: %s:%d:%d is in two of them" % min(sites & mine))
+        sites |= mine
     for s in shards:
         store_files.update(s["shard"]["store_files"])
         failed.update(s["stats"]["files_failed"])

@@ -1,13 +1,7 @@
 """Compare two audits: fixed, new, still open, and changed verdicts."""
 
-import json
-
-from .audit import FINDINGS
-
-
-def _load(path):
-    with open(path) as f:
-        return json.load(f)
+from .audit import FINDINGS, VERDICTS
+from .report import md_code, md_text
 
 
 def _identity(site):
@@ -62,16 +56,17 @@ def compare(old, new):
 
 
 def _where(s):
-    return "`%s:%d` %s() `%s(%s)`" % (s["file"], s["line"], s["function"] or "-", s["api"],
-                                      s["mm"] or "")
+    return "%s %s() %s" % (md_code("%s:%d" % (s["file"], s["line"])), md_text(s["function"] or "-"),
+                           md_code("%s(%s)" % (s["api"], s["mm"] or "")))
 
 
 def to_markdown(old, new, groups):
-    name = lambda d: "Linux " + (d["tree"]["version"] or d["tree"]["source"])  # noqa: E731
+    name = lambda d: md_text("Linux " + (d["tree"]["version"] or d["tree"]["source"]))  # noqa: E731
     out = ["# mmaudit: %s → %s" % (name(old), name(new)), "",
            "| | %s | %s |" % (name(old), name(new)), "|---|---:|---:|"]
-    for key in ["sites"] + list(old["summary"])[1:]:
-        out.append("| %s | %s | %s |" % (key, old["summary"].get(key, 0), new["summary"].get(key, 0)))
+    for key in ("sites",) + VERDICTS:
+        out.append("| %s | %s | %s |" % (key, md_text(old["summary"].get(key, 0)),
+                                         md_text(new["summary"].get(key, 0))))
     out.append("")
     for title, items in groups.items():
         out += ["## %s (%d)" % (title.capitalize(), len(items)), ""]
@@ -79,7 +74,7 @@ def to_markdown(old, new, groups):
             if o and n:
                 out.append("- %s: %s → %s%s" % (_where(n), o["verdict"], n["verdict"],
                                                 "" if o["file"] == n["file"]
-                                                else " (moved from `%s`)" % o["file"]))
+                                                else " (moved from %s)" % md_code(o["file"])))
             else:
                 s = o or n
                 out.append("- %s: %s (%s)" % (_where(s), s["verdict"],
@@ -88,7 +83,7 @@ def to_markdown(old, new, groups):
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def run(old_path, new_path):
-    old, new = _load(old_path), _load(new_path)
+def run(old, new):
+    """OLD and NEW: findings documents, checked by document.load()."""
     groups = compare(old, new)
     return groups, to_markdown(old, new, groups)

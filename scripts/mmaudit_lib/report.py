@@ -1,9 +1,11 @@
 """Output formats of the audit: text, JSON, SARIF 2.1.0 and Markdown."""
 
 import hashlib
+import html
 import json
 import os
-import tempfile
+import re
+import urllib.parse
 
 from .audit import FINDINGS, VERDICTS
 
@@ -23,6 +25,37 @@ LEVELS = {"grab-only": "warning", "unreferenced": "error", "review": "note", "un
 HELP_URI = "https://lore.kernel.org/all/20200203201745.29986-2-aarcange@redhat.com/"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Markup characters; "_" only where it could open or close emphasis
+# (mm_users stays as it is).
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def printable(text):
+    """TEXT with control characters (newlines, terminal escapes) shown as \\xNN."""
+    return _CONTROL.sub(lambda m: "\\x%02x" % ord(m.group(0)), str(text))
+
+
+def md_text(text):
+    """Plain Markdown text: no markup, HTML, table cell break or line break."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), html.escape(printable(text), quote=False))
+
+
+def md_code(text):
+    """An inline code span that holds TEXT as is, also inside a table."""
+    text = printable(text).replace("|", "\\|")
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return "%s%s%s%s%s" % (fence, pad, text, pad, fence)
+
+
+def md_fence(lines, lang=""):
+    """A fenced block around LINES that no line of theirs can close."""
+    longest = max((len(r) for l in lines for r in re.findall(r"`{3,}", l)), default=2)
+    fence = "`" * (longest + 1)
+    return [fence + lang] + [printable(l) for l in lines] + [fence]
+
+
 def to_json(data):
     return json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
@@ -39,9 +72,9 @@ def to_text(data):
     out = []
     for s in data["sites"]:
         call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"] + "()"
-        out.append("%s:%d:%d: %s (%s): %s%s: %s" % (
+        out.append(printable("%s:%d:%d: %s (%s): %s%s: %s" % (
             s["file"], s["line"], s["column"] + 1, s["verdict"], s["confidence"], call,
-            " in %s()" % s["function"] if s["function"] else "", s["reason"]))
+            " in %s()" % s["function"] if s["function"] else "", s["reason"])))
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -87,7 +120,8 @@ def _location(path, line, column=None):
     region = {"startLine": line}
     if column:
         region["startColumn"] = column
-    return {"physicalLocation": {"artifactLocation": {"uri": path, "uriBaseId": "SRCROOT"},
+    uri = urllib.parse.quote(path, safe="/")
+    return {"physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": "SRCROOT"},
                                  "region": region}}
 
 
@@ -100,35 +134,36 @@ def summary_table(data):
 
 def to_markdown(data, tree=None, context=3, fixes=None):
     t = data["tree"]
-    out = ["# mmaudit report: %s" % (("Linux " + t["version"]) if t["version"] else t["source"]), "",
-           "Source: `%s`; mmaudit %s; spatch %s." % (t["source"], data["tool"]["version"],
-                                                    data["tool"]["spatch"]), "",
+    out = ["# mmaudit report: %s" % md_text(("Linux " + t["version"]) if t["version"] else t["source"]),
+           "", "Source: %s; mmaudit %s; spatch %s." % (md_code(t["source"]), data["tool"]["version"],
+                                                      data["tool"]["spatch"]), "",
            summary_table(data),
            "Searched %(files_searched)d C files; %(files_with_borrows)d mention a borrow; "
            "%(files_parsed)d parsed; %(store_files)d searched for stores." % data["stats"], ""]
     if data["stats"]["files_failed"]:
         out += ["Files spatch could not analyze: " + ", ".join(
-            "`%s`" % f for f in data["stats"]["files_failed"]), ""]
+            md_code(f) for f in data["stats"]["files_failed"]), ""]
     if data["stats"]["files_unreadable"]:
         out += ["Files or directories that could not be read, so not searched: " + ", ".join(
-            "`%s`" % f for f in data["stats"]["files_unreadable"]), ""]
+            md_code(f) for f in data["stats"]["files_unreadable"]), ""]
     out += ["## Sites", "", "| site | function | call | verdict | confidence |",
             "|---|---|---|---|---|"]
     for s in data["sites"]:
-        out.append("| `%s:%d` | %s | `%s(%s)` | **%s** | %s |" % (
-            s["file"], s["line"], s["function"] or "-", s["api"], s["mm"] or "", s["verdict"],
-            s["confidence"]))
+        out.append("| %s | %s | %s | **%s** | %s |" % (
+            md_code("%s:%d" % (s["file"], s["line"])), md_text(s["function"] or "-"),
+            md_code("%s(%s)" % (s["api"], s["mm"] or "")), s["verdict"], s["confidence"]))
     out.append("")
     for s in data["sites"]:
         if s["verdict"] == "pinned":
             continue
-        out += ["## %s: `%s:%d` %s()" % (s["verdict"], s["file"], s["line"], s["function"] or ""),
-                "", s["reason"] + " (confidence %s)." % s["confidence"], ""]
+        out += ["## %s: %s %s()" % (s["verdict"], md_code("%s:%d" % (s["file"], s["line"])),
+                                       md_text(s["function"] or "")),
+                "", md_text(s["reason"]) + " (confidence %s)." % s["confidence"], ""]
         if s["evidence"]:
             out.append("Evidence:")
             out.append("")
             for e in s["evidence"]:
-                out.append("1. `%s:%d` %s" % (e["file"], e["line"], e["what"]))
+                out.append("1. %s %s" % (md_code("%s:%d" % (e["file"], e["line"])), md_text(e["what"])))
             out.append("")
         if tree:
             out += _code(tree, s["file"], s["line"], context)
@@ -146,22 +181,16 @@ def _code(tree, rel, line, context):
     lo, hi = max(1, line - context), min(len(lines), line + context)
     body = ["%s%5d  %s" % (">" if n == line else " ", n, lines[n - 1].rstrip())
             for n in range(lo, hi + 1)]
-    return ["```c"] + body + ["```", ""]
-
-
-def write_atomic(path, text):
-    """Write to a temporary file beside PATH, then rename: never half a report."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return md_fence(body, "c") + [""]
 
 
 def findings(data):
     return [s for s in data["sites"] if s["verdict"] in FINDINGS]
+
+
+def exit_status(data):
+    """1 when the audit cannot call the tree clean: a finding, a site it
+    could not analyze, or a file it could not parse or read; else 0."""
+    stats = data["stats"]
+    unsure = any(s["verdict"] != "pinned" for s in data["sites"])
+    return 1 if unsure or stats["files_failed"] or stats["files_unreadable"] else 0

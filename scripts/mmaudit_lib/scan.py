@@ -11,66 +11,285 @@ BORROW_PY = re.compile(r"\b(kthread_use_mm|use_mm)\s*\(")
 # A definition or prototype, not a call: "void kthread_use_mm(struct ...".
 DECLARATION_PY = re.compile(r"\bvoid\s+(kthread_use_mm|use_mm)\s*\(")
 
+# grep's complaint about one path. A name may hold newlines (grep prints it
+# raw), but never spans into the next complaint.
+GREP_COMPLAINT = re.compile(
+    r"^grep: \./((?:(?!\ngrep: ).)*?): (Permission denied|No such file or directory|"
+    r"Input/output error|[^\n]*loop[^\n]*)$", re.M | re.S)
 
-def _grep(tree, pattern, count=False, unreadable=None):
-    """Run grep over the tree's C files; return {relative path: count}.
 
-    Files and directories grep cannot read go to UNREADABLE, if given."""
-    cmd = ["grep", "-r", "-E", "-Z", "-c" if count else "-l", "--include=*.c",
-           "--include=*.h", "-e", pattern, "."]
+def _run_grep(tree, options, pattern, unreadable):
+    """grep -r over the tree's C files, names NUL-terminated; its stdout.
+
+    Paths grep cannot read go to UNREADABLE, if given."""
+    cmd = (["grep", "-r", "-E", "-Z", "--include=*.c", "--include=*.h"] + options
+           + ["-e", pattern, "."])
     proc = subprocess.run(cmd, cwd=tree, capture_output=True)
-    other = []
-    for line in proc.stderr.decode("utf-8", "surrogateescape").splitlines():
-        m = re.match(r"grep: \./(.*): (Permission denied|No such file or directory|"
-                     r"Input/output error|.*loop.*)$", line)
-        if not m:
-            other.append(line)
-        elif unreadable is not None and (m.group(2) == "Permission denied"
-                                         or m.group(1).endswith((".c", ".h"))):
+    stderr = proc.stderr.decode("utf-8", "surrogateescape")
+    for m in GREP_COMPLAINT.finditer(stderr):
+        if unreadable is not None and (m.group(2) == "Permission denied"
+                                       or m.group(1).endswith((".c", ".h"))):
             unreadable.add(m.group(1))
+    other = GREP_COMPLAINT.sub("", stderr).split("\n")
+    other = [line for line in other if line.strip()]
     if proc.returncode > 1 and not proc.stdout and other:
         raise UsageError("grep failed in %s: %s" % (tree, other[0]))
-    out = {}
-    if count:
-        for rec in proc.stdout.split(b"\n"):
-            if b"\0" in rec:
-                name, num = rec.split(b"\0", 1)
-                out[os.fsdecode(name)[2:]] = int(num or 0)
-    else:
-        for name in proc.stdout.split(b"\0"):
-            if name:
-                out[os.fsdecode(name)[2:]] = 1
-    return out
+    return proc.stdout
+
+
+def _tree_name(raw):
+    """A name grep printed ("./dir/x.c", any byte but NUL), relative to the tree."""
+    name = os.fsdecode(raw)
+    return name[2:] if name.startswith("./") else name
+
+
+def _parse_names(out):
+    """grep -l -Z: every name ends with a NUL."""
+    return [_tree_name(raw) for raw in out.split(b"\0")[:-1]]
+
+
+def _parse_counts(out):
+    """grep -c -Z: NAME NUL COUNT newline, over and over. A name may hold
+    newlines, so it ends at its NUL, and the count at the next newline."""
+    counts = {}
+    start = 0
+    while start < len(out):
+        nul = out.find(b"\0", start)
+        end = out.find(b"\n", nul + 1)
+        if nul < 0 or end < 0 or not out[nul + 1:end].isdigit():
+            raise UsageError("cannot read grep -c output: %r" % out[start:start + 200])
+        counts[_tree_name(out[start:nul])] = int(out[nul + 1:end])
+        start = end + 1
+    return counts
 
 
 def borrow_files(tree):
     """(number of C files searched, sorted files that mention a borrow,
     sorted files and directories that could not be read)."""
     unreadable = set()
-    counts = _grep(tree, BORROW_RE, count=True, unreadable=unreadable)
+    counts = _parse_counts(_run_grep(tree, ["-c"], BORROW_RE, unreadable))
     return len(counts), sorted(f for f, n in counts.items() if n), sorted(unreadable)
 
 
-def store_files(tree, field_tags):
+def grep_files(tree, pattern, unreadable=None):
+    """Sorted C files of the tree with a line that matches PATTERN (an ERE)."""
+    return sorted(_parse_names(_run_grep(tree, ["-l"], pattern, unreadable)))
+
+
+def store_files(tree, field_tags, unreadable=None):
     """Files that store to a field and mention one of the struct tags that
-    own that field: FIELD_TAGS maps a field name to its set of tags."""
+    own that field: FIELD_TAGS maps a field name to its set of tags.
+
+    A file that vanished or cannot be read is skipped and, if UNREADABLE (a
+    set) is given, added to it."""
     chosen = set()
     for field, tags in sorted(field_tags.items()):
         if not tags:
             continue
         wanted = re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags)))
-        for rel in _grep(tree, r"(->|\.)[[:space:]]*%s[[:space:]]*=[^=]" % re.escape(field)):
-            with open(os.path.join(tree, rel), "rb") as f:
-                if wanted.search(f.read().decode("latin-1")):
-                    chosen.add(rel)
+        store = r"(->|\.)[[:space:]]*%s[[:space:]]*=[^=]" % re.escape(field)
+        for rel in grep_files(tree, store, unreadable):
+            text = _read_text(tree, rel, unreadable)
+            if text is not None and wanted.search(text):
+                chosen.add(rel)
     return sorted(chosen)
 
 
-def strip_comments(text):
-    """Blank out comments and string literals, keeping offsets and lines."""
-    def blank(m):
-        return re.sub(r"[^\n]", " ", m.group(0))
-    return re.sub(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"', blank, text, flags=re.S)
+def _read_text(tree, rel, unreadable):
+    """The file as latin-1 text (one char per byte), or None if it cannot be read."""
+    try:
+        with open(os.path.join(tree, rel), "rb") as f:
+            return f.read().decode("latin-1")
+    except OSError:
+        if unreadable is not None:
+            unreadable.add(rel)
+        return None
+
+
+def caller_files(tree, callee, unreadable=None):
+    """Files that call CALLEE."""
+    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable)
+
+
+def spatch_can_take(path):
+    """Why spatch cannot analyze the file named PATH, or None if it can."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not UTF-8, which spatch cannot analyze"
+    if "\n" in path:
+        return "the file name contains a newline, which spatch's --file-groups cannot take"
+    return None
+
+
+# --- What the compiler sees -------------------------------------------------
+
+# A line splice: backslash, newline (C's translation phase 2). CRLF too.
+SPLICE = re.compile(r"\\\r?\n")
+# What a blanked region keeps: line ends, and the backslash of each splice
+# so that the continuation lines of a #define stay visible.
+BLANKABLE = re.compile(r"[^\r\n\\]+|\\(?!\r?\n)")
+BLOCK_COMMENT_END = re.compile(r"\*(?:\\\r?\n)*/")
+STRING_STOP = re.compile(r'[\\\n"]')
+CHAR_STOP = re.compile(r"[\\\n']")
+CODE_STOP = re.compile(r"[/\"']")
+NUMBER_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ_.'")
+DIRECTIVE = re.compile(r"\s*#\s*(\w+)(.*)", re.S)
+MAYBE_IF0 = re.compile(r"#[\s\\]*if[\s\\]+0")     # a quick test, splices allowed
+OPENS_IF = ("if", "ifdef", "ifndef")
+ENDS_IF0 = ("else", "elif", "elifdef", "elifndef")
+
+
+def blank_non_code(text):
+    """TEXT with comments, string and char literals, and the code inside
+    `#if 0` blanked to spaces: what is left is code the compiler sees.
+
+    Offsets and line numbers are kept: only characters other than newlines
+    are replaced, and each by one space. The backslash of a line splice is
+    kept too, so continued #define lines still end with one. Splices are
+    followed as C does: a // comment that ends in a backslash goes on to the
+    next line. C has no raw strings: R"(...)" is an identifier and a string.
+
+    `#if 0` means the expression is literally 0 (comments aside). Its dead
+    code ends at its own #else, #elif or #endif; nested #if blocks inside it
+    are dead too."""
+    return _blank_if0(_blank_comments_and_literals(text))
+
+
+def _blank(chunk):
+    return BLANKABLE.sub(lambda m: " " * len(m.group()), chunk)
+
+
+def _past_splices(text, i):
+    """Index of the first character at or after I that is not part of a splice."""
+    m = SPLICE.match(text, i)
+    while m:
+        i = m.end()
+        m = SPLICE.match(text, i)
+    return i
+
+
+def _blank_comments_and_literals(text):
+    """One pass of a small C scanner; see blank_non_code."""
+    out = []
+    kept = 0    # text[kept:i] is code, still to be copied
+    i = 0
+    while True:
+        m = CODE_STOP.search(text, i)
+        if not m:
+            break
+        i = m.start()
+        end = _token_end(text, i)
+        if end is None:         # a lone /, or a digit separator
+            i += 1
+            continue
+        out += [text[kept:i], _blank(text[i:end])]
+        kept = i = end
+    out.append(text[kept:])
+    return "".join(out)
+
+
+def _token_end(text, i):
+    """End of the comment or literal that starts at I, or None if none does."""
+    c = text[i]
+    if c == "/":
+        j = _past_splices(text, i + 1)
+        if text.startswith("*", j):
+            return _block_comment_end(text, j + 1)
+        if text.startswith("/", j):
+            return _line_comment_end(text, j + 1)
+        return None
+    if c == "'" and _in_number(text, i):
+        return None
+    return _literal_end(text, i + 1, c)
+
+
+def _block_comment_end(text, i):
+    m = BLOCK_COMMENT_END.search(text, i)
+    return m.end() if m else len(text)
+
+
+def _line_comment_end(text, i):
+    """The newline that ends the comment; a spliced one does not."""
+    while True:
+        nl = text.find("\n", i)
+        if nl < 0:
+            return len(text)
+        if not text.endswith(("\\", "\\\r"), 0, nl):
+            return nl
+        i = nl + 1
+
+
+def _literal_end(text, i, quote):
+    """End of a string or char literal whose body starts at I. An unclosed
+    one ends at the end of its line, as the compiler gives up there."""
+    stop = STRING_STOP if quote == '"' else CHAR_STOP
+    while True:
+        m = stop.search(text, i)
+        if not m:
+            return len(text)
+        c = m.group()
+        if c == quote:
+            return m.end()
+        if c == "\n":
+            return m.start()
+        if SPLICE.match(text, m.start()):
+            i = _past_splices(text, m.start())
+        else:   # an escape: the next character (after any splice) is taken
+            i = min(_past_splices(text, m.end()) + 1, len(text))
+
+
+def _in_number(text, i):
+    """True if the quote at I is a digit separator (C23: 1'000'000): the
+    token it sits in starts with a digit. u8'a', L'a' are char literals."""
+    start = i
+    while start > 0 and text[start - 1] in NUMBER_CHARS:
+        start -= 1
+    head = text[start:i].lstrip(".")
+    return head[:1].isdigit()
+
+
+def _blank_if0(text):
+    """Blank the lines inside each `#if 0` (see blank_non_code)."""
+    if not MAYBE_IF0.search(text):
+        return text
+    lines = text.split("\n")
+    depth = 0       # inside #if 0: how many #if are open, its own included
+    for first, last in _logical_lines(lines):
+        name, rest = _directive(lines, first, last)
+        was_dead = depth > 0
+        if not was_dead:
+            depth = 1 if (name, rest) == ("if", "0") else 0
+        elif name in OPENS_IF:
+            depth += 1
+        elif name == "endif":
+            depth -= 1
+        elif name in ENDS_IF0 and depth == 1:
+            depth = 0
+        if was_dead and depth:
+            lines[first:last + 1] = [_blank(line) for line in lines[first:last + 1]]
+    return "\n".join(lines)
+
+
+def _directive(lines, first, last):
+    """(name, the rest stripped) of the directive on LINES[first..last], or
+    (None, None) if they hold none."""
+    if first == last and not lines[first].lstrip().startswith("#"):
+        return None, None      # the usual case, made quick
+    m = DIRECTIVE.match(SPLICE.sub("", "\n".join(lines[first:last + 1])))
+    return (m.group(1), m.group(2).strip()) if m else (None, None)
+
+
+def _logical_lines(lines):
+    """(first, last) index of the physical LINES that form each logical line."""
+    first = 0
+    for k, line in enumerate(lines):
+        if not line.endswith(("\\", "\\\r")):
+            yield first, k
+            first = k + 1
+    if first < len(lines):
+        yield first, len(lines) - 1
 
 
 def macro_lines(text):
@@ -87,11 +306,12 @@ def macro_lines(text):
 
 
 def textual_borrows(tree, rel):
-    """Every call of the two functions outside comments: [(line, col, api, in_macro)].
+    """Every call of the two functions in code the compiler sees (not in
+    comments, literals or #if 0): [(line, col, api, in_macro)].
 
     Columns are 0-based like spatch's."""
     with open(os.path.join(tree, rel), "rb") as f:
-        text = strip_comments(f.read().decode("latin-1"))
+        text = blank_non_code(f.read().decode("latin-1"))
     macros = macro_lines(text)
     found = []
     for m in BORROW_PY.finditer(text):
@@ -104,16 +324,12 @@ def textual_borrows(tree, rel):
 
 
 def enclosing_macro(tree, rel, line):
-    """Name of the #define whose body holds LINE."""
+    """Name of the #define whose body holds LINE (a #define in a comment or
+    in #if 0 does not count)."""
     with open(os.path.join(tree, rel), "rb") as f:
-        lines = f.read().decode("latin-1").split("\n")[:line]
+        lines = blank_non_code(f.read().decode("latin-1")).split("\n")[:line]
     for text in reversed(lines):
         m = re.match(r"\s*#\s*define\s+(\w+)", text)
         if m:
             return m.group(1)
     return None
-
-
-def caller_files(tree, callee):
-    """Files that call CALLEE."""
-    return sorted(_grep(tree, r"\b%s[[:space:]]*\(" % re.escape(callee)))

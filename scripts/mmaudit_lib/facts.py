@@ -1,0 +1,260 @@
+"""Run the fact rules with spatch, and cache their facts by file content.
+
+Fail closed: facts count only when spatch analyzed their file to the end
+(the rules' last fact, "done", says so) and every fact has the fields its
+kind needs.  A cache entry is taken only when it is a regular file that
+holds the facts of the same content under the same rule, intact."""
+
+import hashlib
+import json
+import os
+import re
+import stat
+import subprocess
+import tempfile
+
+from . import UsageError, scan, spatch
+
+FACTS_SCHEMA = "mmaudit-facts/2"
+MAX_ENTRY = 16 * 1024 * 1024
+_POSITION = {"file": str, "line": int, "col": int}
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+# The fields of each kind of fact, with their types; "func" is the function
+# spatch names for the position, None outside one.
+KINDS = {
+    "site": {"api": str, "mm": str},
+    "pinned": {},
+    "unpinned": {},
+    "pin": {"how": str, "at": int, "at_func": _OPT_STR},
+    "release": {"at": int, "at_func": _OPT_STR},
+    "owner": {"type": str, "field": str, "base": str, "alias_at": _OPT_INT},
+    "param": {"name": str, "index": int, "callee": str},
+    "call": {"index": int, "arg": str},
+    "store": {"base": str, "value": str},
+    "type": {"type": str},
+    "nopin": {},
+    "grab": {"at": int},
+    "dropped": {"at": int},
+    "guard": {"cond": str, "branch": str},
+    "freed_before": {"at": int},
+}
+
+
+def valid_fact(fact):
+    """True when FACT has exactly the fields of its kind, with their types."""
+    if not isinstance(fact, dict):
+        return False
+    fields = KINDS.get(fact.get("kind"))
+    if fields is None:
+        return False
+    wanted = dict(_POSITION, kind=str, func=_OPT_STR, **fields)
+    if set(fact) != set(wanted):
+        return False
+    for name, kind in wanted.items():
+        value = fact[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return False
+    return fact["line"] > 0 and fact["col"] >= 0
+
+
+def content_hash(tree, rel):
+    h = hashlib.sha256()
+    with open(os.path.join(tree, rel), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FactCache:
+    """Facts of one rule on one file content, on disk.  Best effort: a
+    cache that cannot be read or written only costs time."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.salts = {}
+
+    def _salt(self, rule, defines):
+        """What every key of one rule run shares: spatch, our code, the rule."""
+        index = (rule, tuple(sorted(defines)))
+        if index not in self.salts:
+            h = hashlib.sha256(spatch.spatch_version().encode() + FACTS_SCHEMA.encode())
+            for path in (spatch.MACRO_FILE, __file__, rule):
+                with open(path, "rb") as f:
+                    h.update(f.read())
+            h.update(repr(index[1]).encode())
+            self.salts[index] = h.hexdigest()
+        return self.salts[index]
+
+    def key(self, rule, defines, content):
+        return hashlib.sha256((self._salt(rule, defines) + content).encode()).hexdigest()
+
+    def _path(self, key):
+        return os.path.join(self.directory, key[:2], key + ".json")
+
+    def get(self, key, content):
+        """The cached facts, or None for anything but an intact entry."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                fd = None
+                entry = json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if not isinstance(entry, dict) or set(entry) != {"schema", "key", "content", "facts", "digest"}:
+            return None
+        if (entry["schema"], entry["key"], entry["content"]) != (FACTS_SCHEMA, key, content):
+            return None
+        facts = entry["facts"]
+        if not isinstance(facts, list) or entry["digest"] != _digest(key, facts):
+            return None
+        if not all(valid_fact(f) for f in facts):
+            return None
+        return facts
+
+    def put(self, key, content, facts):
+        path = self._path(key)
+        entry = {"schema": FACTS_SCHEMA, "key": key, "content": content, "facts": facts,
+                 "digest": _digest(key, facts)}
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(entry, f, sort_keys=True)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError:
+            pass
+
+
+def _digest(key, facts):
+    """Catches a damaged or hand-edited entry (not a forger with our code)."""
+    return hashlib.sha256((key + json.dumps(facts, sort_keys=True)).encode()).hexdigest()
+
+
+class FactRunner:
+    """Runs the fact rules over the files of one tree, for one audit.
+
+    `failed` collects, for the whole audit, the files whose facts could not
+    be had, with the reason."""
+
+    def __init__(self, tree, jobs=1, timeout=120, cache=None):
+        self.tree = tree
+        self.jobs = jobs
+        self.timeout = timeout
+        self.cache = cache
+        self.failed = {}
+
+    def run(self, rule, files, defines=()):
+        """(facts, {file: reason}) of RULE on FILES: facts only from files
+        analyzed to the end; the others are returned with the reason."""
+        failed, todo = {}, []
+        for rel in files:
+            why = scan.spatch_can_take(rel)
+            if why:
+                failed[rel] = why
+            else:
+                todo.append(rel)
+        facts, missing, keys = [], [], {}
+        for rel in todo:
+            if self.cache is None:
+                missing.append(rel)
+                continue
+            try:
+                content = content_hash(self.tree, rel)
+            except OSError as err:
+                failed[rel] = "cannot read the file: %s" % err.strerror
+                continue
+            keys[rel] = (self.cache.key(rule, defines, content), content)
+            cached = self.cache.get(*keys[rel])
+            if cached is None:
+                missing.append(rel)
+            else:       # the same content may sit under another name
+                facts += [dict(f, file=rel) for f in cached]
+        fresh, finished, why_not = self._spatch(rule, missing, defines)
+        for rel in missing:
+            if rel in finished:
+                mine = [f for f in fresh if f["file"] == rel]
+                facts += mine
+                if rel in keys:
+                    self.cache.put(keys[rel][0], keys[rel][1], mine)
+            else:
+                failed[rel] = why_not.get(rel) or why_not.get(None) or \
+                    "spatch did not finish this file"
+        self.failed.update(failed)
+        return facts, failed
+
+    def _spatch(self, rule, files, defines):
+        """(facts, files analyzed to the end, {file or None: why not})."""
+        if not files:
+            return [], set(), {}
+        # spatch runs in a scratch directory, never in the tree: with -D values
+        # it writes a temporary copy of the rule into its working directory.
+        with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
+            groups = os.path.join(tmp, "groups")
+            with open(groups, "w", errors="surrogateescape") as f:
+                f.write("\n\n".join(os.path.join(self.tree, rel) for rel in files) + "\n")
+            cmd = spatch.base_command(rule) + ["--file-groups", groups,
+                                               "--timeout", str(self.timeout)]
+            for d in defines:
+                cmd += ["-D", d]
+            if self.jobs > 1:
+                cmd += ["--jobs", str(self.jobs), "--chunksize", "1"]
+            # surrogateescape: file names that are not UTF-8 round-trip.
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
+                                  errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
+        return self._parse(proc, files, rule)
+
+    def _parse(self, proc, files, rule):
+        facts, finished, why_not = [], set(), {}
+        wanted = set(files)
+        for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+            if line.startswith("MMAUDIT "):
+                try:
+                    fact = json.loads(line[8:])
+                except ValueError:
+                    why_not[None] = "spatch's output could not be read"
+                    continue
+                if isinstance(fact, dict) and fact.get("kind") == "done" \
+                        and isinstance(fact.get("files"), list):
+                    finished.update(self._rel(f) for f in fact["files"] if isinstance(f, str))
+                elif valid_fact(fact):
+                    fact["file"] = self._rel(fact["file"])
+                    facts.append(fact)
+                else:
+                    why_not[None] = "spatch printed a malformed fact"
+                continue
+            m = re.match(r"EXN: (.*) in (.+)$", line) or \
+                re.match(r"timeout \(we abort\): ()(.+)$", line)
+            if m:
+                rel = self._rel(m.group(2))
+                why_not[rel] = ("spatch timed out after %d s" % self.timeout
+                                if "imeout" in line else "spatch failed: " + m.group(1))
+        if None in why_not:        # cannot tell whose output was damaged
+            finished = set()
+        if proc.returncode > 0 and not finished and not facts and not why_not:
+            err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+            raise UsageError("spatch failed on %s: %s" % (os.path.basename(rule), err))
+        if proc.returncode < 0:
+            why_not.setdefault(None, "spatch was killed (signal %d) before it finished this file"
+                               % -proc.returncode)
+        elif proc.returncode != 0:
+            why_not.setdefault(None, "spatch stopped (exit %d) before it finished this file"
+                               % proc.returncode)
+        finished &= wanted
+        return [f for f in facts if f["file"] in finished], finished, why_not
+
+    def _rel(self, path):
+        return os.path.relpath(path, self.tree)

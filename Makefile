@@ -2,6 +2,7 @@
 #
 #   make audit      audit the newest Debian linux-source package (KSRC=tree or tarball)
 #   make check      lint and every test (installs what it needs first)
+#   make fuzz       a long fuzz run of every command (FUZZ_SECONDS, FUZZ_SEED)
 
 PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
@@ -12,7 +13,7 @@ DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest python3-
 RULES   := $(wildcard cocci/*.cocci)
 PYFILES := scripts/mmaudit scripts/bench $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
 
-.PHONY: all deps check lint test bless audit audit-diff fixes bench clean
+.PHONY: all deps check lint test bless audit audit-diff fixes bench fuzz clean
 
 all: check
 
@@ -76,6 +77,11 @@ audit-diff: deps
 	rm -f build-old.txt build-new.txt; \
 	$(PYTHON) scripts/mmaudit diff $$old/findings.json $$new/findings.json \
 		-o reports/diff-$${old##*/linux-}-$${new##*/linux-}.md || [ $$? -eq 1 ]
+
+# A long fuzz run of every command (make check runs 40 s of it);
+# FUZZ_SECONDS and FUZZ_SEED replay or extend one.
+fuzz: deps
+	$(PYTHON) tests/fuzz.py $(or $(FUZZ_SECONDS),600) $(FUZZ_SEED)
 
 bench: deps
 	$(PYTHON) scripts/bench $(if $(KSRC),$(KSRC)) -n $(or $(RUNS),5)

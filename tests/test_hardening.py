@@ -161,7 +161,7 @@ def test_interrupted_run_leaves_no_report(tmp_path, sig, code):
     assert not out.exists() or not [n for n in os.listdir(out) if n.startswith(("findings", "REPORT", ".tmp"))]
     again = support.run_mmaudit("audit", "-q", "-o", str(out), tree)
     assert again.returncode == 1
-    assert sorted(os.listdir(out)) == ["REPORT.md", "findings.json", "findings.sarif"]
+    assert sorted(os.listdir(out)) == [".mmaudit-outputs", "REPORT.md", "findings.json", "findings.sarif"]
 
 
 def test_read_only_tree_is_left_byte_for_byte(tmp_path):

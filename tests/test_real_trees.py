@@ -119,7 +119,7 @@ def test_evidence_crosses_files(audit612):
 def test_outputs_and_sarif_validate(tree612, tmp_path):
     proc = support.run_mmaudit("audit", "-q", "-o", str(tmp_path), tree612)
     assert proc.returncode == 1
-    assert sorted(os.listdir(tmp_path)) == ["REPORT.md", "findings.json", "findings.sarif"]
+    assert sorted(os.listdir(tmp_path)) == [".mmaudit-outputs", "REPORT.md", "findings.json", "findings.sarif"]
     check = subprocess.run([os.path.join(support.ROOT, "scripts", "sarif-validate"),
                             str(tmp_path / "findings.sarif")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr

@@ -172,6 +172,45 @@ pp << users_dropped.pp;
 
 emit("dropped", ps[0], at=int(pp[0].line))
 
+// A holder that keeps mm_count for as long as the object keeps it: an SVA
+// bond or an mmu notifier registered on the stored mm (each takes mmgrab()).
+@indirect exists@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+position ph;
+@@
+
+\(iommu_sva_bind_device@ph\|mmu_notifier_register@ph\|__mmu_notifier_register@ph\|mmu_notifier_get@ph\|mmu_interval_notifier_insert@ph\)(..., E, ...)
+...
+\(X->fld@ps\|X.fld@ps\) = E;
+
+@indirect_after exists@
+expression store.X, store.E;
+identifier virtual.fld;
+position store.ps;
+position ph;
+@@
+
+\(X->fld@ps\|X.fld@ps\) = E;
+...
+\(iommu_sva_bind_device@ph\|mmu_notifier_register@ph\|__mmu_notifier_register@ph\|mmu_notifier_get@ph\|mmu_interval_notifier_insert@ph\)(..., \(E\|X->fld\|X.fld\), ...)
+
+@indirect_api@
+position ph = {indirect.ph, indirect_after.ph};
+identifier how;
+@@
+
+how@ph(...)
+
+@script:python@
+ps << store.ps;
+ph << indirect_api.ph;
+how << indirect_api.how;
+@@
+
+emit("indirect", ps[0], how=str(how), at=int(ph[0].line))
+
 // The condition that guards the store, to show what separates mixed stores.
 @guarded@
 expression store.X, store.E;

@@ -5,16 +5,24 @@
 /// where the owner is freed, and mmget_not_zero()/mmput() around the borrow.
 /// scripts/mmaudit decides the parameters and the modes for each finding:
 ///   -D fn=F               the function that borrows
-///   -D wrap               borrow and unborrow share a block: wrap them
-///   -D early              they do not: return -EFAULT before the borrow
-///   -D errvar=V           (wrap) V starts at -EFAULT, for when the mm is gone
+///   -D putfn=P            mmput, or mmput_async where the final put must not
+///                         sleep or wait for the caller's own work
+///   -D wrap               borrow and unborrow share a short block: wrap them
+///   -D label -D exitlabel=L   leave through F's exit label L (which comes
+///                         after the unborrow) when the mm is gone
+///   -D early              return -EFAULT before the borrow
+///   -D errvar=V           V is -EFAULT when the mm is gone (wrap: V starts
+///                         at -EFAULT; label: V is set before the goto)
 ///   -D fail -D donefn=D   both sit in one-line "if (mm)" branches of a void
 ///                         function F that its caller runs as
 ///                         "if (... || ERR) D(X); else F(X);": when the mm
 ///                         is gone, set ERR to -EFAULT and call D(X)
 ///   -D grab -D storefn=S -D tag=T -D fld=M   mmgrab() after S's stores
+///                         (one run per storing function)
 ///   -D nullable           the stored mm may be NULL: mmgrab() only if set
-///   -D drop [-D guarded]  mmdrop() before each kfree() of a struct T, and
+///   -D heap -D heapfld=H  the object may live on the stack; its field H is
+///                         true for the heap one: mmgrab() only then
+///   -D drop [-D guarded]  mmdrop() before each kfree()/kvfree() of a struct T, and
 ///                         before each bio_put() of the bio it embeds
 ///
 // Confidence: n/a (rewrite driven by mmaudit findings)
@@ -23,6 +31,7 @@
 // Options: --no-includes --include-headers
 
 virtual wrap
+virtual label
 virtual early
 virtual fail
 virtual set_err
@@ -30,9 +39,10 @@ virtual grab
 virtual drop
 virtual guarded
 virtual nullable
+virtual heap
 
 @wrap_and_fail depends on wrap && set_err@
-identifier virtual.fn, virtual.errvar;
+identifier virtual.fn, virtual.errvar, virtual.putfn;
 expression M;
 @@
 
@@ -44,13 +54,13 @@ fn(...) {
 + kthread_use_mm(M);
   ...
   kthread_unuse_mm(M);
-+ mmput(M);
++ putfn(M);
 + }
 ...>
 }
 
 @wrap_and_skip depends on wrap && !set_err@
-identifier virtual.fn;
+identifier virtual.fn, virtual.putfn;
 expression M;
 @@
 
@@ -61,7 +71,7 @@ fn(...) {
 + kthread_use_mm(M);
   ...
   kthread_unuse_mm(M);
-+ mmput(M);
++ putfn(M);
 + }
 ...>
 }
@@ -79,15 +89,43 @@ fn(...) {
 ...>
 }
 
-@early_put depends on early@
-identifier virtual.fn;
-expression early_return.M;
+@label_exit depends on label && !set_err@
+identifier virtual.fn, virtual.exitlabel;
+expression M;
+@@
+
+fn(...) {
+<...
++ if (!mmget_not_zero(M))
++ 	goto exitlabel;
+  kthread_use_mm(M);
+...>
+}
+
+@label_exit_err depends on label && set_err@
+identifier virtual.fn, virtual.exitlabel, virtual.errvar;
+expression M;
+@@
+
+fn(...) {
+<...
++ if (!mmget_not_zero(M)) {
++ 	errvar = -EFAULT;
++ 	goto exitlabel;
++ }
+  kthread_use_mm(M);
+...>
+}
+
+@early_put depends on early || label@
+identifier virtual.fn, virtual.putfn;
+expression M;
 @@
 
 fn(...) {
 <...
   kthread_unuse_mm(M);
-+ mmput(M);
++ putfn(M);
 ...>
 }
 
@@ -125,7 +163,7 @@ fn(...) {
 }
 
 @fail_put depends on fail@
-identifier virtual.fn;
+identifier virtual.fn, virtual.putfn;
 expression fail_borrow.M;
 @@
 
@@ -135,12 +173,12 @@ fn(...) {
 - 	kthread_unuse_mm(M);
 + if (M) {
 + 	kthread_unuse_mm(M);
-+ 	mmput(M);
++ 	putfn(M);
 + }
 ...>
 }
 
-@grab_at_store depends on grab && !nullable@
+@grab_at_store depends on grab && !nullable && !heap@
 identifier virtual.storefn, virtual.tag, virtual.fld;
 struct tag *x;
 expression E;
@@ -153,7 +191,7 @@ storefn(...) {
 ...>
 }
 
-@grab_at_store_nullable depends on grab && nullable@
+@grab_at_store_nullable depends on grab && nullable && !heap@
 identifier virtual.storefn, virtual.tag, virtual.fld;
 struct tag *x;
 expression E;
@@ -163,6 +201,20 @@ storefn(...) {
 <...
   x->fld = E;
 + if (x->fld)
++ 	mmgrab(x->fld);
+...>
+}
+
+@grab_at_store_heap depends on grab && heap@
+identifier virtual.storefn, virtual.tag, virtual.fld, virtual.heapfld;
+struct tag *x;
+expression E;
+@@
+
+storefn(...) {
+<...
+  x->fld = E;
++ if (x->heapfld)
 + 	mmgrab(x->fld);
 ...>
 }
@@ -191,6 +243,9 @@ g@pg(...) {
 (
 + mmdrop(x->fld);
   kfree(x);
+|
++ mmdrop(x->fld);
+  kvfree(x);
 |
 + mmdrop(x->fld);
   bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\));
@@ -235,6 +290,10 @@ g@pg(...) {
 + if (x->fld)
 + 	mmdrop(x->fld);
   kfree(x);
+|
++ if (x->fld)
++ 	mmdrop(x->fld);
+  kvfree(x);
 |
 + if (x->fld)
 + 	mmdrop(x->fld);

@@ -179,6 +179,34 @@ mmgrab(E);
 mmgrab(\(E\|yp->fld\|ys.fld\));
 )
 
+// An SVA bond or an mmu notifier on the stored mm holds mm_count for the
+// object (each takes mmgrab()).
+@indirect_store exists@
+type owner.T;
+identifier owner.fld;
+T *yp;
+T ys;
+expression E;
+position ps;
+@@
+
+\(iommu_sva_bind_device\|mmu_notifier_register\|__mmu_notifier_register\|mmu_notifier_get\|mmu_interval_notifier_insert\)(..., E, ...)
+...
+\(yp->fld@ps\|ys.fld@ps\) = E;
+
+@indirect_store_after exists@
+type owner.T;
+identifier owner.fld;
+T *yp;
+T ys;
+expression E;
+position ps;
+@@
+
+\(yp->fld@ps\|ys.fld@ps\) = E;
+...
+\(iommu_sva_bind_device\|mmu_notifier_register\|__mmu_notifier_register\|mmu_notifier_get\|mmu_interval_notifier_insert\)(..., \(E\|yp->fld\|ys.fld\), ...)
+
 // A store that holds neither mm_users nor mm_count.
 @bare_store exists@
 type owner.T;
@@ -186,7 +214,8 @@ identifier owner.fld;
 T *yp;
 T ys;
 expression E;
-position ps != {null_store.ps, users_store.ps, grabbed_store.ps};
+position ps != {null_store.ps, users_store.ps, grabbed_store.ps, indirect_store.ps,
+                indirect_store_after.ps};
 @@
 
 ... when != \(mmget(E)\|mmget_not_zero(E)\)

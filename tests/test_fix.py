@@ -6,7 +6,6 @@ import collections
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -142,18 +141,3 @@ def test_fixes_612(tmp_path):
     assert ("+\t\tif (!mmget_not_zero(mm)) {\n+\t\t\tdio->op.error = -EFAULT;\n"
             "+\t\t\tbch2_dio_write_done(dio);\n+\t\t\treturn;\n") in bch
     assert "+\t\tmmput(mm);" in bch and "Cc: linux-bcachefs@vger.kernel.org" in bch
-
-
-# Each subject prefix, and a word of the MAINTAINERS section that covers it.
-SECTIONS = {"powerpc/vas": "POWERPC", "KVM: x86/xen": "KVM", "dmaengine: idxd": "IDXD",
-            "usb: gadget: legacy": "USB SUBSYSTEM", "usb: gadget: f_fs": "USB SUBSYSTEM",
-            "vhost": "VHOST", "bcachefs": "BCACHEFS", "vfio": "VFIO"}
-
-
-@pytest.mark.parametrize("path, prefix", fix.PREFIXES)
-def test_subject_prefixes_match_maintainers(path, prefix):
-    tree = support.kernel_tree("6.12")
-    target = path if not path.endswith("/") else path + os.listdir(os.path.join(tree, path))[0]
-    proc = subprocess.run(["perl", "scripts/get_maintainer.pl", "--sections", "--no-git",
-                           "--no-git-fallback", "-f", target], cwd=tree, capture_output=True, text=True)
-    assert SECTIONS[prefix] in proc.stdout.upper(), proc.stdout

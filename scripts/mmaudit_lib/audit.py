@@ -84,6 +84,13 @@ def classify_store(store):
         grab = _step(store["file"], store["grabs"][0], line(store["grabs"][0]) + " — mmgrab(): mm_count only")
         steps.insert(0 if store["grabs"][0] < store["line"] else 1, grab)
         return "grab", steps
+    if store.get("indirect"):
+        how, at = min(store["indirect"], key=lambda h: h[1])
+        held = _step(store["file"], at, line(at) + " — %s() holds mm_count for the object "
+                     "(%s): mm_count only" % (how, "an SVA bond" if "sva" in how else "an mmu notifier"))
+        steps.insert(0 if at < store["line"] else 1, held)
+        steps[0 if at > store["line"] else 1]["indirect"] = how
+        return "grab", steps
     steps[0]["what"] += " — no reference taken"
     return "bare", steps
 
@@ -111,6 +118,8 @@ def collect_stores(facts):
             s["grabs"].append(f["at"])
         elif kind == "dropped":
             s["dropped"] = f["at"]
+        elif kind == "indirect":
+            s.setdefault("indirect", []).append((f["how"], f["at"]))
         elif kind == "guard":
             s.setdefault("guards", []).append((f["cond"], f["branch"]))
         elif kind == "freed_before":
@@ -185,8 +194,9 @@ def judge_owner(site, owner, stores, failed=None):
         return ("unreferenced", confidence,
                 "%d of %d stores to %s take no reference at all" % (kinds["bare"], len(mine), label),
                 steps)
-    return ("grab-only", confidence,
-            "every store to %s holds mm_count only (mmgrab)" % label, steps)
+    holders = sorted({"%s()" % st["indirect"] for st in steps if st.get("indirect")})
+    return ("grab-only", confidence, "every store to %s holds mm_count only (%s)"
+            % (label, ", ".join(["mmgrab"] * (len(holders) < len(mine)) + holders)), steps)
 
 
 def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_stores=None):

@@ -36,6 +36,7 @@ KINDS = {
     "nopin": {},
     "grab": {"at": int},
     "dropped": {"at": int},
+    "indirect": {"how": str, "at": int},
     "guard": {"cond": str, "branch": str},
     "freed_before": {"at": int},
 }

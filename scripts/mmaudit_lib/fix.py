@@ -5,40 +5,19 @@ from the audit's evidence, lays the result out in kernel style and writes
 one git format-patch mbox per finding."""
 
 import collections
-import datetime
 import difflib
 import os
 import re
 import subprocess
 import tempfile
 
-from . import VERSION, UsageError, spatch
+from . import spatch
+from .message import (functions_with as _functions_with, identity, message,
+                      split_functions as _split_functions, unified_diff)
 from .verify import passed
 
 FIX_RULE = os.path.join(spatch.COCCI_DIR, "fix_use_mm.cocci")
 COPY_FUNCS = r"(?:__)?(?:copy_to_user|copy_from_user|copy_to_iter|copy_from_iter)"
-
-# Subject prefixes, by path; checked against MAINTAINERS by the tests.
-PREFIXES = [
-    ("arch/powerpc/platforms/book3s/vas-api.c", "powerpc/vas"),
-    ("arch/x86/kvm/", "KVM: x86/xen" ),
-    ("drivers/dma/idxd/", "dmaengine: idxd"),
-    ("drivers/usb/gadget/legacy/", "usb: gadget: legacy"),
-    ("drivers/usb/gadget/function/", "usb: gadget: f_fs"),
-    ("drivers/vhost/", "vhost"),
-    ("fs/bcachefs/", "bcachefs"),
-    ("drivers/vfio/", "vfio"),
-]
-ARCHES = "alpha, ia64, mips, powerpc, sh and sparc"
-
-
-def subject_prefix(path):
-    for prefix, subject in PREFIXES:
-        if path.startswith(prefix):
-            return subject
-    parts = path.split("/")
-    return ": ".join(parts[:-1][-2:]) or parts[0]
-
 
 class NoFix(Exception):
     """A finding that gets no patch; the message says why."""
@@ -96,8 +75,9 @@ def _caller_failure(text, fn):
             "object": m.group("x"), "error": err.group(1)}
 
 
-def plan(tree, site):
-    """The parameters of the rewrite for one finding, or NoFix."""
+def plan(tree, site, context=None):
+    """The parameters of the rewrite for one finding, or NoFix.  CONTEXT:
+    what context.borrow_context() found around the borrow, if known."""
     if site["verdict"] not in ("grab-only", "unreferenced"):
         raise NoFix("%s: no patch for a %s verdict; %s" % (site["file"], site["verdict"],
                                                          site["reason"]))
@@ -119,16 +99,23 @@ def plan(tree, site):
                                  _previous_line(lines, borrow_at)))
     if unuse and not same_block(lines, borrow_at, unuse[0]):
         unuse = []
-    files = {site["file"]: ["-D", "fn=" + site["function"]]}
-    p = {"site": site, "files": files, "notes": [], "nullable": nullable}
+    put = (context or {}).get("put", "mmput")
+    if put not in ("mmput", "mmput_async"):
+        raise NoFix("%s (%s); needs a human" % ((context or {}).get("why", "the context of the "
+                    "borrow could not be judged"), site["function"] + "()"))
+    borrow_args = ["-D", "fn=" + site["function"], "-D", "putfn=" + put]
+    files = {site["file"]: [borrow_args]}
+    p = {"site": site, "files": files, "notes": [], "nullable": nullable, "put": put,
+         "put_why": (context or {}).get("why") if put != "mmput" else None}
     failing = _caller_failure(text, site["function"]) if nullable and unuse == [] else None
+    exit_label = _exit_label(lines, borrow_at, unuse[0]) if unuse else None
     if failing:
-        files[site["file"]] += ["-D", "fail", "-D", "donefn=" + failing["done"]]
+        borrow_args += ["-D", "fail", "-D", "donefn=" + failing["done"]]
         p["mode"] = "fail"
         p.update(failing)
-    elif unuse:
+    elif unuse and (unuse[0] - borrow_at <= WRAP_MAX_LINES or not exit_label):
         region = "\n".join(lines[borrow_at:unuse[0] + 1])
-        files[site["file"]] += ["-D", "wrap"]
+        borrow_args += ["-D", "wrap"]
         p["mode"] = "wrap"
         # The local that receives the copy's result starts at -EFAULT when
         # nothing gives it a value before the borrow (skipping the copy
@@ -138,8 +125,19 @@ def plan(tree, site):
             var = m.group(1)
             local = re.search(r"^\s*[\w\s\*]+(?:,[\w\s\*]+)*\b%s\s*[;,]" % var, body, re.M)
             if local and not re.search(r"\b%s\s*=[^=]" % var, "\n".join(lines[:borrow_at])):
-                files[site["file"]] += ["-D", "set_err", "-D", "errvar=" + var]
+                borrow_args += ["-D", "set_err", "-D", "errvar=" + var]
                 p["errvar"] = var
+    elif unuse:
+        # A long region: leave through the exit label the function already
+        # uses, setting the error the other exits set, instead of
+        # re-indenting the region.
+        label, errvar = exit_label
+        borrow_args += ["-D", "label", "-D", "exitlabel=" + label]
+        if errvar:
+            borrow_args += ["-D", "set_err", "-D", "errvar=" + errvar]
+            p["errvar"] = errvar
+        p["mode"] = "label"
+        p["label"] = label
     else:
         before = "\n".join(lines[:borrow_at])
         if not re.match(r"(static\s+)?(inline\s+)?(int|long|ssize_t)\s", body):
@@ -148,7 +146,7 @@ def plan(tree, site):
         if re.search(r"\b\w*lock\w*\s*\(", before):
             raise NoFix("a lock may be held before the borrow in %s(); an early return "
                         "would leak it; needs a human" % site["function"])
-        files[site["file"]] += ["-D", "early"]
+        borrow_args += ["-D", "early"]
         p["mode"] = "early"
     if site["verdict"] == "unreferenced":
         stores = [e["store"] for e in site["evidence"]
@@ -163,37 +161,87 @@ def plan(tree, site):
         by_file = {}
         for e in site["evidence"]:
             if e.get("store") and e["store"]["class"] == "bare":
-                by_file.setdefault(e["file"], set()).add(e["store"]["function"])
+                by_file.setdefault(e["file"], {})[e["store"]["function"]] = e
+        owner = ["-D", "tag=" + tag, "-D", "fld=" + field] + (["-D", "nullable"] if nullable else [])
+        # Every storing function takes its own mmgrab(), each in its own run
+        # over the file as the previous run left it.
         for rel, functions in sorted(by_file.items()):
             files.setdefault(rel, [])
-            files[rel] += ["-D", "grab", "-D", "storefn=" + sorted(functions)[0]]
+            for fn, e in sorted(functions.items()):
+                flag = heap_flag(tree, rel, fn, e["what"].split(" — ")[0], field)
+                files[rel].append(["-D", "grab", "-D", "storefn=" + fn] + owner
+                                  + (["-D", "heap", "-D", "heapfld=" + flag] if flag else []))
+                if flag:
+                    p["notes"].append("%s() can store into an object on the stack; it grabs "
+                                      "only when %s is set" % (fn, flag))
+        storefns = sorted({fn for functions in by_file.values() for fn in functions})
         for rel in files:
-            files[rel] += ["-D", "drop", "-D", "tag=" + tag, "-D", "fld=" + field]
-            files[rel] += ["-D", "guarded"] if guarded else []
-            files[rel] += ["-D", "nullable"] if nullable else []
-            if not any(a.startswith("storefn=") for a in files[rel]):
-                files[rel] += ["-D", "storefn=" + stores[0]["function"]]
-        p.update(tag=tag, field=field, guarded=guarded)
+            # calls_store: the functions that call a storing one free the
+            # owner before the store; name one that this file has, if any.
+            here = sorted(by_file.get(rel, {})) or storefns
+            files[rel].append(["-D", "drop", "-D", "storefn=" + here[0]] + owner
+                              + (["-D", "guarded"] if guarded else []))
+        p.update(tag=tag, field=field, guarded=guarded, storing_functions=storefns)
     return p
+
+
+WRAP_MAX_LINES = 6
+
+
+def _exit_label(lines, borrow_at, unuse_at):
+    """(label, error variable or None) when the function already leaves
+    through a label that comes after the unborrow, with no label or other
+    exit between the borrow and the unborrow; else None."""
+    region = "\n".join(lines[borrow_at:unuse_at + 1])
+    if re.search(r"^\s*\w+:(?!:)|\breturn\b|\bgoto\b|\bbreak\b|\bcontinue\b", region, re.M):
+        return None
+    after = "\n".join(lines[unuse_at + 1:])
+    for m in re.finditer(r"\bgoto\s+(\w+)\s*;", "\n".join(lines[:borrow_at])):
+        label = m.group(1)
+        if not re.search(r"^%s:" % re.escape(label), after, re.M):
+            continue
+        # The error the other exits to this label set just before the goto.
+        sets = re.findall(r"(\w+)\s*=\s*-E[A-Z]+\s*;\s*\n\s*goto\s+%s\s*;" % re.escape(label),
+                          "\n".join(lines[:borrow_at]))
+        gotos = len(re.findall(r"\bgoto\s+%s\s*;" % re.escape(label), "\n".join(lines[:borrow_at])))
+        errvar = sets[0] if sets and len(sets) == gotos and len(set(sets)) == 1 else None
+        return label, errvar
+    return None
+
+
+def heap_flag(tree, rel, fn, store_code, field):
+    """The object a store writes may live on the stack (a pointer set to
+    &local, or a struct local itself): the field that the storing function
+    sets true for the heap object and false for the stack one, so that the
+    grab is taken only for the heap object.  None when the object is always
+    on the heap; NoFix when the code does not tell them apart."""
+    m = re.match(r"\s*(\w+)\s*(->|\.)\s*%s\s*=" % re.escape(field), store_code)
+    if not m:
+        return None
+    base, arrow = m.groups()
+    body, _ = _function_text(_read(tree, rel), fn)
+    if body is None:
+        return None
+    on_stack = arrow == "." and re.search(r"^\s*struct\s+\w+\s+%s\s*[;=]" % base, body, re.M)
+    points_to_local = re.search(r"\b%s\s*=\s*&\s*\w+\s*[;,]" % re.escape(base), body)
+    if not (on_stack or points_to_local):
+        return None
+    if arrow == ".":
+        raise NoFix("%s() stores the mm into a struct on its own stack; needs a human" % fn)
+    for flag in re.findall(r"\b%s->(\w+)\s*=\s*true\s*;" % re.escape(base), body):
+        if re.search(r"\b%s->%s\s*=\s*false\s*;" % (re.escape(base), flag), body):
+            return flag
+    raise NoFix("%s() can store the mm into an object on its stack (%s = &...) and no "
+                "field tells it from the heap object; needs a human" % (fn, base))
 
 
 def rewrite(tree, p):
     """{path: (old text, new text)} for one plan."""
     changes = {}
-    for rel, defines in sorted(p["files"].items()):
-        with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
-            out = os.path.join(tmp, "out.c")
-            cmd = spatch.base_command(FIX_RULE) + defines + ["-o", out, os.path.join(tree, rel)]
-            # In a scratch directory: with -D values spatch writes there.
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                                  env=dict(os.environ, TMPDIR=tmp))
-            if proc.returncode != 0:
-                raise NoFix("spatch could not rewrite %s: %s" % (rel, proc.stderr.strip()[-200:]))
-            if not os.path.exists(out):
-                continue
-            with open(out, encoding="utf-8", errors="surrogateescape") as f:
-                new = f.read()
-        old = _read(tree, rel)
+    for rel, runs in sorted(p["files"].items()):
+        old = new = _read(tree, rel)
+        for defines in runs:
+            new = _spatch_rewrite(new, rel, defines)
         if new != old:
             changes[rel] = (old, layout(old, new, p, rel))
     site = p["site"]
@@ -204,9 +252,28 @@ def rewrite(tree, p):
         drops = sum(n.count("mmdrop(") - o.count("mmdrop(") for o, n in changes.values())
         grabs = sum(n.count("mmgrab(") - o.count("mmgrab(") for o, n in changes.values())
         if not drops or not grabs:
-            raise NoFix("no place where struct %s is freed with kfree() or bio_put() was found, so the "
+            raise NoFix("no place where struct %s is freed with kfree(), kvfree() or bio_put() was found, so the "
                         "mmgrab() it needs cannot be balanced; needs a human" % p["tag"])
     return changes
+
+
+def _spatch_rewrite(text, rel, defines):
+    """TEXT of REL after one run of the rewrite rule."""
+    with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
+        src = os.path.join(tmp, os.path.basename(rel))
+        with open(src, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+        out = os.path.join(tmp, "out.c")
+        cmd = spatch.base_command(FIX_RULE) + defines + ["-o", out, src]
+        # In a scratch directory: with -D values spatch writes there.
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
+                              env=dict(os.environ, TMPDIR=tmp))
+        if proc.returncode != 0:
+            raise NoFix("spatch could not rewrite %s: %s" % (rel, proc.stderr.strip()[-200:]))
+        if not os.path.exists(out):
+            return text
+        with open(out, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
 
 
 def layout(old, new, p, rel):
@@ -231,145 +298,9 @@ def layout(old, new, p, rel):
     return "\n".join(new_lines[:head + 1] + region + new_lines[tail:])
 
 
-def unified_diff(changes):
-    chunks = []
-    with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
-        for rel, (old, new) in sorted(changes.items()):
-            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-            for path, text in ((a, old), (b, new)):
-                with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-                    f.write(text)
-            proc = subprocess.run(["diff", "-u", "-p", "--label", "a/" + rel, "--label",
-                                   "b/" + rel, a, b], capture_output=True, text=True)
-            chunks.append("diff --git a/%s b/%s\n%s" % (rel, rel, proc.stdout))
-    return "".join(chunks)
-
-
-def diffstat(diff):
-    proc = subprocess.run(["git", "apply", "--stat", "-"], input=diff, capture_output=True,
-                          text=True)
-    return proc.stdout
-
-
-def identity(signoff):
-    if signoff:
-        return signoff
-    get = lambda key: subprocess.run(["git", "config", key], capture_output=True,  # noqa: E731
-                                     text=True).stdout.strip()
-    name, email = get("user.name"), get("user.email")
-    if not name or not email:
-        raise UsageError("no author for the patches: pass --signoff 'Name <email>' "
-                         "or set git config user.name and user.email")
-    return "%s <%s>" % (name, email)
-
-
-def maintainers(tree, rels):
-    script = os.path.join(tree, "scripts", "get_maintainer.pl")
-    if not os.path.exists(script):
-        return []
-    proc = subprocess.run(["perl", script, "--no-rolestats", "--no-git", "--no-git-fallback",
-                           "--no-tree", "-f"] + sorted(rels), cwd=tree, capture_output=True,
-                          text=True)
-    return [l.strip() for l in proc.stdout.splitlines() if "@" in l]
-
-
-def message(tree, data, p, changes, author):
-    site = p["site"]
-    mm, fn = site["mm"], site["function"]
-    stores = [e for e in site["evidence"] if e.get("store")]
-    summary = ("take an mm_users reference around kthread_use_mm()"
-               if site["verdict"] == "grab-only" else
-               "pin the mm borrowed by kthread_use_mm()")
-    subject = "[PATCH] %s: %s" % (subject_prefix(site["file"]), summary)
-    held = ("only an mm_count reference (mmgrab())" if site["verdict"] == "grab-only"
-            else "no reference at all")
-    para = ["%s() borrows %s with kthread_use_mm(), but the object that owns it holds %s:"
-            % (fn, mm, held), ""]
-    para += ["  %s:%d %s" % (e["file"], e["line"], e["what"].split(" — ")[0]) for e in stores]
-    para += ["",
-             "kthread_use_mm() takes no mm_users reference of its own. %s skip remote TLB "
-             "flushes when mm_users is 1, and an mm whose users are gone can be torn down "
-             "under the borrower. The caller relies on serialization in __mmput() instead." % ARCHES,
-             ""]
-    if site["verdict"] == "unreferenced":
-        drops = sorted({"%s()" % f for f in _functions_with(changes, "mmdrop(")})
-        para += ["Take mm_count with mmgrab() where the mm is stored%s and drop it with "
-                 "mmdrop() where the %s is freed (%s), so that the mm_struct stays valid; then "
-                 % (" (only when there is one: %s() allows for a task without an mm)" % fn
-                    if p["nullable"] else "", "struct " + p["tag"], ", ".join(drops))]
-    else:
-        para += ["Therefore "]
-    if p["mode"] == "wrap":
-        para[-1] += ("borrow the mm only under mmget_not_zero() and mmput() it after "
-                     "kthread_unuse_mm(); when the address space is "
-                     "already gone, skip the copy%s." % (
-                         " and leave %s at -EFAULT" % p["errvar"] if p.get("errvar") else ""))
-    elif p["mode"] == "fail":
-        para[-1] += ("take mm_users with mmget_not_zero() before the borrow and mmput() it "
-                     "after kthread_unuse_mm(). When the address space is already gone, fail "
-                     "the request as %s() does when it has an error: set %s to -EFAULT "
-                     "and call %s()." % (p["caller"], p["error"], p["done"]))
-    else:
-        para[-1] += ("take mm_users with mmget_not_zero() before the borrow, returning "
-                     "-EFAULT when the address space is already gone, and mmput() it after "
-                     "kthread_unuse_mm().")
-    para += ["", "Found by mmaudit %s, whole-tree audit (%s verdict), on Linux %s." % (
-        VERSION, site["verdict"], data["tree"]["version"] or data["tree"]["source"])]
-    body = "\n".join(wrap(p_) if not p_.startswith("  ") else p_ for p_ in para)
-    diff = unified_diff(changes)
-    cc = maintainers(tree, changes)
-    date = datetime.datetime.fromtimestamp(
-        int(os.environ.get("SOURCE_DATE_EPOCH", "0")) or datetime.datetime.now().timestamp(),
-        datetime.timezone.utc)
-    head = ["From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",
-            "From: %s" % author,
-            "Date: %s" % date.strftime("%a, %d %b %Y %H:%M:%S +0000"),
-            "Subject: %s" % subject, ""]
-    trailer = ["", "Signed-off-by: %s" % author] + ["Cc: %s" % c for c in cc]
-    return "\n".join(head + [body] + trailer + ["---", diffstat(diff).rstrip("\n"), "", diff.rstrip("\n"),
-                                                "-- ", "mmaudit %s" % VERSION, ""])
-
-
-def _functions_with(changes, needle):
-    """Functions in which the rewrite added NEEDLE."""
-    found = set()
-    for old, new in changes.values():
-        before = _split_functions(old)
-        for fn, text in _split_functions(new).items():
-            if text.count(needle) > before.get(fn, "").count(needle):
-                found.add(fn)
-    return found
-
-
-def _split_functions(text):
-    """{function name: its text}, for definitions that start in column 0."""
-    out, current, buf = {}, None, []
-    for line in text.split("\n"):
-        m = re.match(r"^[A-Za-z_][\w \t\*]*?\b(\w+)\s*\(", line)
-        if m and not line.rstrip().endswith(";"):
-            if current:
-                out[current] = "\n".join(buf)
-            current, buf = m.group(1), []
-        buf.append(line)
-    if current:
-        out[current] = "\n".join(buf)
-    return out
-
-
-def wrap(text, width=72):
-    words, lines, line = text.split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = (line + " " + w) if line else w
-    return "\n".join(lines + [line])
-
-
 def generate(tree, data, signoff=None):
     """[(site, patch text or None, why-not, {path: (old, new)})] for every finding."""
-    author = identity(signoff)
+    author = identity(signoff, tree)
     out = []
     for site in data["sites"]:
         if site["verdict"] not in ("grab-only", "unreferenced", "review"):

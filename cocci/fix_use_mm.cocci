@@ -11,6 +11,8 @@
 ///   -D label -D exitlabel=L   leave through F's exit label L (which comes
 ///                         after the unborrow) when the mm is gone
 ///   -D early              return -EFAULT before the borrow
+///   -D afterunlock        (early, label) the put goes after the mutex or
+///                         semaphore unlock that follows the unborrow
 ///   -D errvar=V           V is -EFAULT when the mm is gone (wrap: V starts
 ///                         at -EFAULT; label: V is set before the goto)
 ///   -D fail -D donefn=D   both sit in one-line "if (mm)" branches of a void
@@ -33,6 +35,7 @@
 virtual wrap
 virtual label
 virtual early
+virtual afterunlock
 virtual fail
 virtual set_err
 virtual grab
@@ -117,7 +120,7 @@ fn(...) {
 ...>
 }
 
-@early_put depends on early || label@
+@early_put depends on (early || label) && !afterunlock@
 identifier virtual.fn, virtual.putfn;
 expression M;
 @@
@@ -125,6 +128,21 @@ expression M;
 fn(...) {
 <...
   kthread_unuse_mm(M);
++ putfn(M);
+...>
+}
+
+// A sleeping lock released right after the unborrow: the put, which may
+// tear the address space down, comes after the unlock.
+@put_after_unlock depends on (early || label) && afterunlock@
+identifier virtual.fn, virtual.putfn;
+expression M, L;
+@@
+
+fn(...) {
+<...
+  kthread_unuse_mm(M);
+  \(mutex_unlock\|up\|up_read\|up_write\)(L);
 + putfn(M);
 ...>
 }

@@ -15,10 +15,9 @@
 //   file; stores that mix pinned and unpinned sources are not reported
 //   here (mmaudit reports them as "review").  A statement-like macro body
 //   is checked on its own; an expression macro body is not seen.
-//   Patch mode fixes grab-only sites, and unreferenced ones when this file
-//   also frees the owner: an unreferenced mm needs a mmgrab() where it is
-//   stored, balanced where the owner is freed, before mmget_not_zero() is
-//   safe.
+//   Patch mode fixes grab-only sites whose context it can judge (no lock,
+//   RCU, irqs-off or iocb completion around the borrow); `mmaudit fix`
+//   writes the others, and the unreferenced ones, from the whole tree.
 // Options: --no-includes --include-headers
 
 virtual patch
@@ -306,120 +305,40 @@ fld << owner.fld;
 
 coccilib.org.print_todo(p[0], "WARNING: %s(%s) without an mm_users reference (unreferenced): a store to %s in this file takes no reference at all" % (borrow, shown(mm), field(T, fld)))
 
-// Patch mode: the rewrite mmaudit fix (cocci/fix_use_mm.cocci) writes,
-// for what this file shows.  The borrow block runs only under
-// mmget_not_zero(), and the variable that receives the copy's result, if
-// it has no initial value, starts at -EFAULT.  An unreferenced mm first
-// gets mmgrab() after each store that takes no reference and mmdrop()
-// where the owner is freed; mmget_not_zero() on an mm that nothing pins
-// is itself a use-after-free, so nothing is rewritten unless this file
-// frees the owner.  The early "return -EFAULT" shape of mmaudit fix is left
-// out: its rule makes spatch's file filter select most of the tree.  The
-// rewriting rules find the borrow by its function: a position cannot be
-// inherited past a rewrite.  Every rule depends on unpinned, and the rules
-// whose added code holds kthread_use_mm() come last: otherwise spatch's
-// file filter stops requiring it and selects most of the tree.  Keep these
-// rules in step with fix_use_mm.cocci and audit_stores.cocci (freed_before).
-@bare_store_fn depends on patch && unpinned && bare_store && !pinned_store@
-identifier owner.fld, sf;
-expression X, E;
-position bare_store.ps;
-@@
-
-sf(...) { <+... X->fld@ps = E ...+> }
-
-// Functions that call a storing one free an owner that was never stored.
-@calls_store_fn depends on patch && unpinned && bare_store_fn@
-identifier bare_store_fn.sf, g;
-position pg;
-@@
-
-g@pg(...) { <+... sf(...) ...+> }
-
-@owner_freed depends on patch && unpinned && bare_store_fn@
-type owner.T;
-identifier g, f1, f2, f3;
-position pg != calls_store_fn.pg;
-T *x;
-@@
-
-g@pg(...) { <+... \(kfree(x)\|bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\))\) ...+> }
-
-// An owner carved from a bio's front pad dies with the bio it came from.
-@owner_freed_bio depends on patch && unpinned && bare_store_fn exists@
-type owner.T;
-identifier g;
-position pg != calls_store_fn.pg;
-identifier x;
-expression B;
-@@
-
-g@pg(...) {
-  ... when any
-(
-  x = container_of(B, T, ...);
-|
-  T *x = container_of(B, T, ...);
-)
-  ... when any
-  bio_put(B);
-  ... when any
-}
-
-// "if (mm) kthread_use_mm(mm)": the mm may be NULL (a kernel thread's
-// current->mm), so mmgrab() and mmdrop() test it.
-@nullable depends on patch && unpinned && bare_store_fn@
+// Patch mode: the one rewrite this file alone decides and that is safe
+// wherever it applies: a grab-only site (every store here holds mm_count)
+// whose borrow and unborrow share a block with no other exit between them,
+// in a function that holds no lock, RCU or irqs-off section over the borrow
+// and completes no iocb after it (there a final mmput() could sleep or wait
+// for its own iocb in exit_aio()).  The borrow block then runs only under
+// mmget_not_zero(), and the variable that receives the copy's result, if it
+// has no initial value, starts at -EFAULT.  Unreferenced sites (mmgrab()
+// at every store, mmdrop() wherever the owner is freed), other contexts
+// and long regions are for `mmaudit fix`, which sees the whole tree.  The
+// rewriting rules find the borrow by its function (a position cannot be
+// inherited past a rewrite) and come last, so that spatch's file filter
+// still requires kthread_use_mm().
+// What the put's context needs judged: a lock, RCU or irqs-off section
+// around the borrow, or an iocb completed after it.
+@hazard depends on patch && unpinned exists@
 expression unpinned.mm;
 position unpinned.p;
-@@
-
-if (mm) kthread_use_mm@p(mm);
-
-// mmdrop() must cope with an owner freed before its store ran: a store in
-// one branch of an if, or a path of the storing function that frees the
-// owner before the store.
-@store_in_branch depends on patch && unpinned && bare_store_fn exists@
-identifier owner.fld;
-expression bare_store_fn.X, E, C;
-position bare_store.ps;
+expression L, I;
 @@
 
 (
-if (C) { <+... X->fld@ps = E ...+> } else { ... }
+\(spin_lock\|spin_lock_irq\|spin_lock_irqsave\|spin_lock_bh\|raw_spin_lock\|raw_spin_lock_irq\|raw_spin_lock_irqsave\|read_lock\|read_lock_irqsave\|write_lock\|write_lock_irqsave\|mutex_lock\|mutex_lock_interruptible\|mutex_lock_killable\|down\|down_read\|down_write\|local_irq_save\)(L, ...);
+...
+kthread_use_mm@p(mm);
 |
-if (C) { ... } else { <+... X->fld@ps = E ...+> }
-)
-
-@freed_before depends on patch && unpinned && bare_store_fn exists@
-identifier owner.fld, bare_store_fn.sf, f1, f2, f3;
-expression bare_store_fn.X;
-position bare_store.ps;
-@@
-
-sf(...) {
-... when != X->fld@ps = ...
-\(kfree(X)\|bio_put(\(&X->f1\|&X->f1.f2\|&X->f1.f2.f3\))\);
-... when any
-}
-
-@freed_before_bio depends on patch && unpinned && bare_store_fn exists@
-identifier owner.fld, bare_store_fn.sf, x;
-expression B;
-type T;
-position bare_store.ps;
-@@
-
-sf(...) {
-... when any
-(
-x = container_of(B, T, ...);
+\(rcu_read_lock\|local_irq_disable\|preempt_disable\)();
+...
+kthread_use_mm@p(mm);
 |
-T *x = container_of(B, T, ...);
+kthread_use_mm@p(mm);
+...
+\(I->ki_complete(...)\|aio_complete(...)\);
 )
-... when != x->fld@ps = ...
-bio_put(B);
-... when any
-}
 
 @borrow_fn depends on patch && unpinned@
 expression unpinned.mm;
@@ -459,136 +378,8 @@ kthread_use_mm@p(mm);
     when != goto label;
 kthread_unuse_mm(mm);
 
-// A void function whose caller finishes the object on error, e.g.
-// bcachefs's "if (!dio->iter.count || dio->op.error) done(dio); else
-// continue(dio);": a gone mm fails it the same way.
-@fail_path depends on patch && unpinned && nullable && (owner_freed || owner_freed_bio)@
-identifier borrow_fn.fn, donefn;
-expression X, C, ERR;
-@@
-
-if (C || ERR)
-	donefn(X);
-else
-	fn(X);
-
-// The owner's mm_count, where the borrow will be rewritten.
-@grab_bare depends on patch && unpinned && bare_store_fn && !nullable &&
-  (owner_freed || owner_freed_bio) && ((wrappable && !nullable) || fail_path)@
-identifier owner.fld, bare_store_fn.sf;
-expression bare_store_fn.X, E;
-@@
-
-sf(...) {
-<...
-  X->fld = E;
-+ mmgrab(X->fld);
-...>
-}
-
-@grab_bare_nullable depends on patch && unpinned && bare_store_fn && nullable &&
-  (owner_freed || owner_freed_bio) && ((wrappable && !nullable) || fail_path)@
-identifier owner.fld, bare_store_fn.sf;
-expression bare_store_fn.X, E;
-@@
-
-sf(...) {
-<...
-  X->fld = E;
-+ if (X->fld)
-+ 	mmgrab(X->fld);
-...>
-}
-
-@drop_at_free depends on patch && unpinned && (grab_bare || grab_bare_nullable) &&
-  !(nullable || store_in_branch || freed_before || freed_before_bio)@
-type owner.T;
-identifier owner.fld, g, f1, f2, f3;
-position pg != calls_store_fn.pg;
-T *x;
-@@
-
-g@pg(...) {
-<...
-(
-+ mmdrop(x->fld);
-  kfree(x);
-|
-+ mmdrop(x->fld);
-  bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\));
-)
-...>
-}
-
-@drop_at_bio_put depends on patch && unpinned && (grab_bare || grab_bare_nullable) &&
-  !(nullable || store_in_branch || freed_before || freed_before_bio) exists@
-type owner.T;
-identifier owner.fld, g;
-position pg != calls_store_fn.pg;
-identifier x;
-expression B;
-@@
-
-g@pg(...) {
-  ... when any
-(
-  x = container_of(B, T, ...);
-|
-  T *x = container_of(B, T, ...);
-)
-  ... when any
-+ mmdrop(x->fld);
-  bio_put(B);
-  ... when any
-}
-
-@drop_at_free_guarded depends on patch && unpinned && (grab_bare || grab_bare_nullable) &&
-  (nullable || store_in_branch || freed_before || freed_before_bio)@
-type owner.T;
-identifier owner.fld, g, f1, f2, f3;
-position pg != calls_store_fn.pg;
-T *x;
-@@
-
-g@pg(...) {
-<...
-(
-+ if (x->fld)
-+ 	mmdrop(x->fld);
-  kfree(x);
-|
-+ if (x->fld)
-+ 	mmdrop(x->fld);
-  bio_put(\(&x->f1\|&x->f1.f2\|&x->f1.f2.f3\));
-)
-...>
-}
-
-@drop_at_bio_put_guarded depends on patch && unpinned && (grab_bare || grab_bare_nullable) &&
-  (nullable || store_in_branch || freed_before || freed_before_bio) exists@
-type owner.T;
-identifier owner.fld, g;
-position pg != calls_store_fn.pg;
-identifier x;
-expression B;
-@@
-
-g@pg(...) {
-  ... when any
-(
-  x = container_of(B, T, ...);
-|
-  T *x = container_of(B, T, ...);
-)
-  ... when any
-+ if (x->fld)
-+ 	mmdrop(x->fld);
-  bio_put(B);
-  ... when any
-}
-
-@fix_and_fail depends on patch && unpinned && any_store && !pinned_store && wrappable && copy_result &&
-  (!bare_store || owner_freed || owner_freed_bio) && !nullable@
+@fix_and_fail depends on patch && unpinned && any_store && !pinned_store && !bare_store &&
+  !hazard && wrappable && copy_result@
 identifier borrow_fn.fn, copy_result.X;
 expression unpinned.mm;
 @@
@@ -606,8 +397,8 @@ fn(...) {
 ...>
 }
 
-@fix depends on patch && unpinned && any_store && !pinned_store && wrappable && !copy_result &&
-  (!bare_store || owner_freed || owner_freed_bio) && !nullable@
+@fix depends on patch && unpinned && any_store && !pinned_store && !bare_store &&
+  !hazard && wrappable && !copy_result@
 identifier borrow_fn.fn;
 expression unpinned.mm;
 @@
@@ -622,41 +413,4 @@ fn(...) {
 + mmput(mm);
 + }
 ...>
-}
-
-
-@fail_borrow depends on patch && unpinned && fail_path@
-identifier borrow_fn.fn, fail_path.donefn;
-expression fail_path.X, fail_path.ERR, unpinned.mm;
-@@
-
-fn(...) {
-<+...
-- if (mm)
-- 	kthread_use_mm(mm);
-+ if (mm) {
-+ 	if (!mmget_not_zero(mm)) {
-+ 		ERR = -EFAULT;
-+ 		donefn(X);
-+ 		return;
-+ 	}
-+ 	kthread_use_mm(mm);
-+ }
-...+>
-}
-
-@fail_put depends on patch && unpinned && fail_path && fail_borrow@
-identifier borrow_fn.fn;
-expression unpinned.mm;
-@@
-
-fn(...) {
-<+...
-- if (mm)
-- 	kthread_unuse_mm(mm);
-+ if (mm) {
-+ 	kthread_unuse_mm(mm);
-+ 	mmput(mm);
-+ }
-...+>
 }

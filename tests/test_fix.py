@@ -35,10 +35,32 @@ def _expected(name, mode):
 PATCHED_BY_RULE = [n for n in support.rule_fixtures() if _expected(n, "patch")]
 
 
-def test_patch_mode_covers_unreferenced_and_grab_only():
-    kinds = {re.search(r"\((grab-only|unreferenced)\)", _expected(n, "report")).group(1)
+# Borrows whose put needs the context judged: a lock, RCU, irqs off, an
+# iocb completed after the borrow (mmput_async()), or a long region with an
+# exit label under a mutex.
+CONTEXT_NEEDED = ["aio_completion_worker_grab_only", "borrow_under_spinlock_grab_only",
+                  "borrow_under_spin_lock_irqsave_grab_only", "borrow_under_rcu_grab_only",
+                  "borrow_under_mutex_unlocked_after_grab_only",
+                  "exit_label_long_region_grab_only", "exit_label_with_error_variable_grab_only"]
+
+
+def test_patch_mode_is_the_grab_only_wrap():
+    """The drop-in patches grab-only sites only; unreferenced ones need
+    mmgrab()/mmdrop() placed from the whole tree (mmaudit fix)."""
+    kinds = {re.search(r"\((grab-only|unreferenced|unresolved)\)", _expected(n, "report")).group(1)
              for n in PATCHED_BY_RULE}
-    assert kinds == {"grab-only", "unreferenced"} and len(PATCHED_BY_RULE) >= 8
+    assert kinds == {"grab-only"} and len(PATCHED_BY_RULE) >= 5
+    added = [l for n in PATCHED_BY_RULE for l in _expected(n, "patch").splitlines()
+             if l.startswith("+") and not l.startswith("+++")]
+    assert not [l for l in added if "mmgrab" in l or "mmdrop" in l]
+
+
+@pytest.mark.parametrize("name", CONTEXT_NEEDED)
+def test_patch_mode_leaves_judged_contexts_to_mmaudit_fix(name):
+    assert "grab-only" in _expected(name, "report")
+    assert _expected(name, "patch") == ""
+    fix_out = _expected(name, "fix")
+    assert "mmput_async(" in fix_out or "goto out;" in fix_out, fix_out
 
 
 @pytest.mark.parametrize("name", PATCHED_BY_RULE)

@@ -11,7 +11,7 @@ import re
 import subprocess
 import tempfile
 
-from . import spatch
+from . import context, spatch
 from .message import (functions_with as _functions_with, identity, message,
                       split_functions as _split_functions, unified_diff)
 from .verify import passed
@@ -99,14 +99,18 @@ def plan(tree, site, context=None):
                                  _previous_line(lines, borrow_at)))
     if unuse and not same_block(lines, borrow_at, unuse[0]):
         unuse = []
-    put = (context or {}).get("put", "mmput")
-    if put not in ("mmput", "mmput_async"):
-        raise NoFix("%s (%s); needs a human" % ((context or {}).get("why", "the context of the "
-                    "borrow could not be judged"), site["function"] + "()"))
+    if unuse:
+        inner = re.search(r"\b(return|goto\s+\w+|break|continue|kthread_unuse_mm)\b",
+                          "\n".join(lines[borrow_at + 1:unuse[0]]))
+        if inner:
+            raise NoFix("%s() can leave the borrowed region (%s) before its kthread_unuse_mm(); "
+                        "each exit would need its own put; needs a human"
+                        % (site["function"], inner.group(1)))
+    put, put_why, after_unlock = _put(context, lines, borrow_at, unuse, first)
     borrow_args = ["-D", "fn=" + site["function"], "-D", "putfn=" + put]
     files = {site["file"]: [borrow_args]}
     p = {"site": site, "files": files, "notes": [], "nullable": nullable, "put": put,
-         "put_why": (context or {}).get("why") if put != "mmput" else None}
+         "put_why": put_why, "context": context}
     failing = _caller_failure(text, site["function"]) if nullable and unuse == [] else None
     exit_label = _exit_label(lines, borrow_at, unuse[0]) if unuse else None
     if failing:
@@ -148,6 +152,14 @@ def plan(tree, site, context=None):
                         "would leak it; needs a human" % site["function"])
         borrow_args += ["-D", "early"]
         p["mode"] = "early"
+    if after_unlock and p["mode"] in ("early", "label"):
+        borrow_args += ["-D", "afterunlock"]
+        p["put_after_unlock"] = after_unlock
+    elif after_unlock:      # a wrapped put cannot move past the unlock
+        borrow_args[borrow_args.index("putfn=mmput")] = "putfn=mmput_async"
+        p["put"] = "mmput_async"
+        p["put_why"] = ("the unborrow runs under %s, and mmput_async() keeps a final teardown "
+                        "from running under it" % after_unlock)
     if site["verdict"] == "unreferenced":
         stores = [e["store"] for e in site["evidence"]
                   if e.get("store") and e["store"]["class"] == "bare"]
@@ -186,6 +198,34 @@ def plan(tree, site, context=None):
 
 
 WRAP_MAX_LINES = 6
+
+
+def _put(context, lines, borrow_at, unuse, first):
+    """(put function, why, the unlock call the put must follow or None),
+    from what context.borrow_context() found; NoFix when it cannot tell."""
+    if context is None:
+        return "mmput", None, None
+    put, why = context.get("put"), context.get("why")
+    if put not in ("mmput", "mmput_async"):
+        raise NoFix("%s; needs a human" % (why or "the context of the borrow could not be judged"))
+    if put == "mmput_async":
+        return put, why, None
+    after = context.get("put_after_line")
+    if not unuse or not after or after - first == unuse[0]:
+        return "mmput", None, None
+    # A sleeping lock is released after the unborrow.  The put can follow
+    # the unlock only when the unlock is the next statement and nothing
+    # else reaches it; otherwise mmput_async() keeps the teardown from
+    # running under the lock.
+    held = [s for s in context.get("sleeping_lock", []) if after in (s.get("unlock_lines") or [])]
+    lock = held[0]["what"] if held else "a lock"
+    following = next((i for i in range(unuse[0] + 1, len(lines)) if lines[i].strip()), None)
+    straight = following is not None and following + first == after and held \
+        and not any(s.get("released_without_borrow") for s in held)
+    if straight:
+        return "mmput", "the unborrow runs under %s; the put comes after the unlock" % lock, lock
+    return "mmput_async", ("the unborrow runs under %s, which other paths also release, and "
+                           "mmput_async() keeps a final teardown from running under it" % lock), None
 
 
 def _exit_label(lines, borrow_at, unuse_at):
@@ -294,7 +334,7 @@ def layout(old, new, p, rel):
     head = next(i for i in range(len(new_lines))
                 if new_lines[i].startswith(indent + "if (mmget_not_zero(") and i >= start - 2)
     tail = next(i for i in range(head, len(new_lines))
-                if new_lines[i].strip().startswith("mmput("))
+                if new_lines[i].strip().startswith((p["put"] + "(", "mmput(")))
     return "\n".join(new_lines[:head + 1] + region + new_lines[tail:])
 
 
@@ -306,7 +346,8 @@ def generate(tree, data, signoff=None):
         if site["verdict"] not in ("grab-only", "unreferenced", "review"):
             continue
         try:
-            p = plan(tree, site)
+            p = plan(tree, site, context.borrow_context(tree, site["file"], site["function"],
+                                                        site["line"]))
             changes = rewrite(tree, p)
             out.append((site, message(tree, data, p, changes, author), None, changes))
         except NoFix as why:

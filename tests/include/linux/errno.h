@@ -9,4 +9,6 @@
 #define EINVAL		22
 #define ESRCH		3
 
+#define EIOCBQUEUED	529
+
 #endif

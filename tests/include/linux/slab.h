@@ -9,4 +9,7 @@
 void *kzalloc(size_t size, int flags);
 void kfree(const void *p);
 
+void *kvzalloc(size_t size, int flags);
+void kvfree(const void *addr);
+
 #endif

@@ -14,4 +14,7 @@ typedef unsigned long long u64;
 
 #define __user
 
+typedef long ssize_t;
+typedef unsigned char u8;
+
 #endif

@@ -12,9 +12,9 @@ import subprocess
 import tempfile
 
 from . import context, spatch
-from .message import (functions_with as _functions_with, identity, message,
+from .message import (TreeLookups, functions_with as _functions_with, identity, message,
                       split_functions as _split_functions, unified_diff)
-from .verify import passed
+from .verify import status as verify_status
 
 FIX_RULE = os.path.join(spatch.COCCI_DIR, "fix_use_mm.cocci")
 COPY_FUNCS = r"(?:__)?(?:copy_to_user|copy_from_user|copy_to_iter|copy_from_iter)"
@@ -341,6 +341,7 @@ def layout(old, new, p, rel):
 def generate(tree, data, signoff=None):
     """[(site, patch text or None, why-not, {path: (old, new)})] for every finding."""
     author = identity(signoff, tree)
+    lookups = TreeLookups(tree)     # one search of the tree for all its messages
     out = []
     for site in data["sites"]:
         if site["verdict"] not in ("grab-only", "unreferenced", "review"):
@@ -349,7 +350,8 @@ def generate(tree, data, signoff=None):
             p = plan(tree, site, context.borrow_context(tree, site["file"], site["function"],
                                                         site["line"]))
             changes = rewrite(tree, p)
-            out.append((site, message(tree, data, p, changes, author), None, changes))
+            out.append((site, message(tree, data, p, changes, author, lookups=lookups), None,
+                        changes))
         except NoFix as why:
             out.append((site, None, str(why), {}))
     return out
@@ -423,7 +425,7 @@ def summary_markdown(data, generated, written, results, tree, upstream=None):
                                            ("FAILED" if b.get("ok") is False else "not built"))
                                for b in r["build"].values())
             check = "%s (applies %s, refused twice %s, checkpatch %d/%d/%d, %s, re-audit %s)" % (
-                "passed" if passed(r) else "FAILED", r["applies"], r["refused_twice"],
+                verify_status(r), r["applies"], r["refused_twice"],
                 r["checkpatch"]["errors"], r["checkpatch"]["warnings"], r["checkpatch"]["checks"],
                 builds, r["reaudit"])
         out.append("| `%s:%d` %s() | %s | %s | %s |" % (

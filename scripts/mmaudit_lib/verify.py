@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 
-from . import UsageError
+from . import UsageError, apply
 
 # Options a file needs beyond what its Makefile names, with their parents.
 EXTRA_CONFIG = {
@@ -63,18 +63,46 @@ def arch_of(rel):
 
 
 class Builder:
-    """One configured scratch build per architecture."""
+    """One configured build per architecture, out of tree: kbuild writes
+    only into BUILDS/<arch> (make O=), never into the hard-linked sources
+    of SCRATCH, whose inodes the real tree shares."""
 
-    def __init__(self, scratch, files):
+    def __init__(self, scratch, files, builds):
         self.scratch = scratch
         self.files = files
+        self.builds = builds
         self.ready = {}
+        self.cleaned = None
+
+    def objdir(self, arch):
+        return os.path.join(self.builds, arch)
 
     def make_args(self, arch):
+        args = ["O=" + self.objdir(arch)]
         if arch == "x86":
-            return []
+            return args
         prefix, _ = CROSS[arch]
-        return ["ARCH=" + arch, "CROSS_COMPILE=" + prefix]
+        return args + ["ARCH=" + arch, "CROSS_COMPILE=" + prefix]
+
+    def clean(self):
+        """Make the scratch sources fit for O= builds: a configured or built
+        tree leaves .config, generated headers and objects behind, which
+        kbuild refuses (or would pick up through VPATH). `make mrproper`
+        only unlinks, so it removes the copy's links and leaves the real
+        tree's files alone; so does rmtree. Once, before the first build."""
+        if self.cleaned is None:
+            self.cleaned = True
+            proc = _run(["make", "-s", "mrproper"], self.scratch)
+            if proc.returncode != 0:
+                self.cleaned = "make mrproper failed: %s" % proc.stderr.strip()[-300:]
+                return self.cleaned
+            # mrproper removes the generated headers of the host's arch only.
+            arches = os.path.join(self.scratch, "arch")
+            for arch in sorted(os.listdir(arches)) if os.path.isdir(arches) else []:
+                generated = os.path.join(arches, arch, "include", "generated")
+                if os.path.isdir(generated) and not os.path.islink(generated):
+                    shutil.rmtree(generated)
+        return self.cleaned
 
     def prepare(self, arch):
         if arch in self.ready:
@@ -82,6 +110,12 @@ class Builder:
         if arch != "x86" and (arch not in CROSS or not shutil.which(CROSS[arch][0] + "gcc")):
             self.ready[arch] = "no cross compiler for %s" % arch
             return self.ready[arch]
+        cleaned = self.clean()
+        if cleaned is not True:
+            self.ready[arch] = cleaned
+            return cleaned
+        os.makedirs(self.objdir(arch), exist_ok=True)
+        config_file = os.path.join(self.objdir(arch), ".config")
         defconfig = "x86_64_defconfig" if arch == "x86" else CROSS[arch][1]
         args = self.make_args(arch)
         wanted = []
@@ -90,7 +124,8 @@ class Builder:
                 for sym in config_symbols(self.scratch, rel):
                     wanted += EXTRA_CONFIG.get(sym, []) + [sym]
         steps = [["make", "-s"] + args + [defconfig],
-                 ["scripts/config"] + sum((["-e", s] for s in dict.fromkeys(wanted)), []),
+                 ["scripts/config", "--file", config_file]
+                 + sum((["-e", s] for s in dict.fromkeys(wanted)), []),
                  ["make", "-s"] + args + ["olddefconfig"],
                  ["make", "-s", "-j%d" % (os.cpu_count() or 2)] + args + ["prepare"]]
         for step in steps:
@@ -99,7 +134,7 @@ class Builder:
                 self.ready[arch] = "%s failed: %s" % (" ".join(step[:3]),
                                                       proc.stderr.strip()[-300:])
                 return self.ready[arch]
-        with open(os.path.join(self.scratch, ".config")) as f:
+        with open(config_file) as f:
             config = f.read()
         missing = [s for s in dict.fromkeys(wanted)
                    if not re.search(r"^CONFIG_%s=[ym]" % s, config, re.M)]
@@ -113,10 +148,16 @@ class Builder:
         if state is not True:
             return None, collections.Counter(), state
         target = rel[:-2] + ".o"
+        try:    # always compile, so that both builds print their warnings
+            os.unlink(os.path.join(self.objdir(arch), target))
+        except FileNotFoundError:
+            pass
         proc = _run(["make", "-s", "W=1"] + self.make_args(arch) + [target], self.scratch)
+        # Out of tree, kbuild names the sources by absolute path.
+        log = proc.stderr.replace(self.scratch + "/", "")
         warnings = collections.Counter((m.group("file"), m.group("kind"), m.group("msg"))
-                                       for m in WARNING.finditer(proc.stderr))
-        return proc.returncode == 0, warnings, proc.stderr
+                                       for m in WARNING.finditer(log))
+        return proc.returncode == 0, warnings, log
 
 
 def checkpatch(tree, patch_path):
@@ -130,41 +171,109 @@ def checkpatch(tree, patch_path):
             "log": "\n".join(checks)}
 
 
+def _unshare(scratch, rel):
+    """Give the scratch copy of REL an inode of its own before anything
+    writes it (GNU patch renames a new file into place, but do not count
+    on every patch(1) doing so)."""
+    path = os.path.join(scratch, rel)
+    if os.path.isfile(path) and not os.path.islink(path) and os.lstat(path).st_nlink > 1:
+        tmp = path + ".mmaudit-unshare"
+        shutil.copy2(path, tmp)
+        os.replace(tmp, path)
+
+
+def _restore(tree, scratch, rels):
+    """Put the scratch copy of RELS back as the tree has them: new inodes,
+    the tree's bytes, modes and mtimes."""
+    for rel in rels:
+        path = os.path.join(scratch, rel)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            os.unlink(path)
+        original = os.path.join(tree, rel)
+        if os.path.lexists(original):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shutil.copy2(original, path, follow_symlinks=False)
+            continue
+        parent = os.path.dirname(rel)      # directories the patch created
+        while parent and not os.path.lexists(os.path.join(tree, parent)):
+            try:
+                os.rmdir(os.path.join(scratch, parent))
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
+
+
+PATCH = ["patch", "-p1", "-N", "-t", "-s", "--no-backup-if-mismatch", "-r", "-"]
+
+
 def verify(tree, patches, reaudit):
-    """PATCHES: [(site, path of the mbox)].  REAUDIT(tree) -> findings data."""
+    """PATCHES: [(site, path of the mbox)].  REAUDIT(tree) -> findings data.
+
+    Nothing here writes the tree: the scratch copy's sources are hard links
+    to it, so patches go only to unshared copies of the files they touch,
+    and kbuild runs out of tree (see Builder)."""
     if not shutil.which("patch"):
         raise UsageError("patch(1) is missing; install it with: apt-get install patch")
     results = []
     with tempfile.TemporaryDirectory(prefix="mmaudit-verify-") as tmp:
         scratch = os.path.join(tmp, "tree")
         subprocess.run(["cp", "-al", tree, scratch], check=True)
-        builder = Builder(scratch, sorted({s["file"] for s, _ in patches}))
+        builder = Builder(scratch, sorted({s["file"] for s, _ in patches}),
+                          os.path.join(tmp, "build"))
         for site, path in patches:
             r = {"patch": os.path.basename(path), "site": "%s:%d" % (site["file"], site["line"])}
-            dry = _run(["patch", "-p1", "--dry-run", "-s", "-i", path], tree)
+            with open(path, errors="surrogateescape") as f:
+                text = f.read()
+            touched = [rel for rel in apply.touched_files(text)   # patch(1) refuses others
+                       if not os.path.isabs(rel) and ".." not in rel.split("/")]
+            dry = _run(PATCH + ["--dry-run", "-i", path], scratch, stdin=subprocess.DEVNULL)
             r["applies"] = dry.returncode == 0
-            files = re.findall(r"^\+\+\+ b/(\S+)", open(path).read(), re.M)
+            files = re.findall(r"^\+\+\+ b/(\S+)", text, re.M)
             before = {f: builder.compile(f) for f in files if f.endswith(".c")}
-            applied = _run(["patch", "-p1", "-s", "-i", path], scratch)
-            again = _run(["patch", "-p1", "-N", "--dry-run", "-s", "-i", path], scratch)
-            r["refused_twice"] = applied.returncode == 0 and again.returncode != 0
-            r["checkpatch"] = checkpatch(tree, path)
-            r["build"] = {}
-            for f, (ok0, warn0, log0) in sorted(before.items()):
-                ok1, warn1, log1 = builder.compile(f)
-                if ok0 is None:
-                    r["build"][f] = {"ok": None, "how": log0}
-                    continue
-                new = sorted("%s: %s: %s" % w for w in (warn1 - warn0))
-                r["build"][f] = {"ok": bool(ok1), "new_warnings": new,
-                                 "how": "make W=1 %s.o (%s)" % (f[:-2], arch_of(f))}
-            data = reaudit(scratch)
-            now = [s for s in data["sites"] if s["file"] == site["file"]
-                   and s["function"] == site["function"]]
-            r["reaudit"] = now[0]["verdict"] if now else "gone"
-            _run(["patch", "-p1", "-R", "-s", "-i", path], scratch)
+            for rel in touched:
+                _unshare(scratch, rel)
+            try:
+                applied = _run(PATCH + ["-i", path], scratch, stdin=subprocess.DEVNULL)
+                again = _run(PATCH + ["--dry-run", "-i", path], scratch,
+                             stdin=subprocess.DEVNULL)
+                r["refused_twice"] = applied.returncode == 0 and again.returncode != 0
+                r["checkpatch"] = checkpatch(scratch, path)
+                r["build"] = {}
+                for f, (ok0, warn0, log0) in sorted(before.items()):
+                    ok1, warn1, log1 = builder.compile(f)
+                    if ok0 is None:
+                        r["build"][f] = {"ok": None, "how": log0}
+                        continue
+                    if not ok0:     # the tree itself does not build: nothing to compare
+                        errors = [l for l in log0.splitlines() if "error" in l.lower()]
+                        r["build"][f] = {"ok": None, "baseline": False,
+                                         "how": "baseline does not build: %s"
+                                         % (errors[:1] or ["make failed"])[0].strip()[:200]}
+                        continue
+                    new = sorted("%s: %s: %s" % w for w in (warn1 - warn0))
+                    r["build"][f] = {"ok": bool(ok1), "new_warnings": new,
+                                     "how": "make W=1 %s.o (%s)" % (f[:-2], arch_of(f))}
+                data = reaudit(scratch)
+                now = [s for s in data["sites"] if s["file"] == site["file"]
+                       and s["function"] == site["function"]]
+                r["reaudit"] = now[0]["verdict"] if now else "gone"
+            finally:
+                _restore(tree, scratch, touched)
             results.append(r)
     return results
+
+
+def status(r):
+    """verified, FAILED verification, or baseline does not build (every
+    other check passed, but the unpatched file itself does not build)."""
+    if passed(r):
+        return "verified"
+    baseline = [b for b in r["build"].values() if b.get("baseline") is False]
+    rest = dict(r, build={f: b for f, b in r["build"].items() if b.get("baseline") is not False})
+    if baseline and passed(dict(rest, build={f: b for f, b in rest["build"].items()
+                                             if b.get("ok") is not None})):
+        return "baseline does not build"
+    return "FAILED verification"
 
 
 def passed(r):

@@ -230,8 +230,9 @@ def test_fixes_tag_needs_history(git_env, tmp_path):
 def _check_lines(tree, shortcuts):
     for arch, entries in shortcuts.items():
         assert entries
-        for file, line, condition in entries:
+        for file, line, condition, function in entries:
             assert file.startswith("arch/%s/" % arch)
+            assert function and function.isidentifier()
             with open(os.path.join(tree, file), encoding="utf-8", errors="replace") as f:
                 text = f.read().split("\n")
             assert "mm_users" in text[line - 1], (file, line)
@@ -240,7 +241,8 @@ def _check_lines(tree, shortcuts):
 
 def test_arch_shortcuts_612():
     tree = support.kernel_tree("6.12")
-    shortcuts = message.arch_shortcuts(tree)
+    lookups = message.TreeLookups(tree)
+    shortcuts = lookups.arch_shortcuts()
     # arm64's check is under CONFIG_DEBUG_VM, parisc's is a BUG_ON(), and
     # ia64 was removed in 6.7.
     assert sorted(shortcuts) == ["alpha", "arc", "loongarch", "mips", "powerpc", "sh",
@@ -255,10 +257,15 @@ def test_arch_shortcuts_612():
                      "sh": ("arch/sh/kernel/smp.c", 366),
                      "sparc": ("arch/sparc/mm/srmmu.c", 1675),
                      "um": ("arch/um/kernel/tlb.c", 219)}
-    assert message.arch_shortcuts(tree) is shortcuts        # cached
-    assert message.affected_archs(tree, "arch/powerpc/platforms/book3s/vas-api.c") == ["powerpc"]
-    assert message.affected_archs(tree, "arch/x86/kvm/xen.c") == []
-    assert message.affected_archs(tree, "drivers/dma/idxd/cdev.c") == sorted(shortcuts)
+    assert lookups.arch_shortcuts() is shortcuts            # kept by the object
+    fresh = message.arch_shortcuts(tree)                    # searched again: no module cache
+    assert fresh == shortcuts and fresh is not shortcuts
+    assert lookups.describe_shortcut(shortcuts["mips"][0]) == \
+        "arch/mips/kernel/smp.c:545 flush_tlb_mm(): mm_users == 0"
+    for affected in (lookups.affected_archs, lambda rel: message.affected_archs(tree, rel)):
+        assert affected("arch/powerpc/platforms/book3s/vas-api.c") == ["powerpc"]
+        assert affected("arch/x86/kvm/xen.c") == []
+        assert affected("drivers/dma/idxd/cdev.c") == sorted(shortcuts)
 
 
 def test_arch_shortcuts_61():
@@ -447,12 +454,30 @@ def _renamed(p, old, new):
     return dict(p, site=site, tag=new + "_ctx")
 
 
-def test_message_paragraphs_differ_between_patches():
+def _count_searches(monkeypatch):
+    """{"shortcuts": n, "drops": n}: the whole-tree searches made so far."""
+    counts = {"shortcuts": 0, "drops": 0}
+
+    def counted(name, real):
+        def search(tree):
+            counts[name] += 1
+            return real(tree)
+        return search
+    for name, fn in (("shortcuts", "_scan_shortcuts"), ("drops", "_drop_files")):
+        monkeypatch.setattr(message, fn, counted(name, getattr(message, fn)))
+    return counts
+
+
+def test_message_paragraphs_differ_between_patches(monkeypatch):
     """Nothing pasted: two findings share no paragraph but the API
-    background (and the one-line "Found by" credit)."""
+    background (and the one-line "Found by" credit). The messages for one
+    tree share a TreeLookups, which searches the tree once."""
     tree = support.kernel_tree("6.12")
+    searches = _count_searches(monkeypatch)
+    lookups = message.TreeLookups(tree)
     texts = [message.message(tree, DATA, _renamed(_plan(), "foo", name), {REL: (OLD, NEW)},
-                             "A <a@kernel.org>") for name in ("foo", "bar")]
+                             "A <a@kernel.org>", lookups=lookups) for name in ("foo", "bar")]
+    assert searches["shortcuts"] == 1
     paras = [set(t.split("\n\n", 1)[1].split("\nSigned-off-by:")[0].split("\n\n"))
              for t in texts]
     shared = {p for p in paras[0] & paras[1] if not p.startswith("Found by mmaudit")}
@@ -474,3 +499,50 @@ def test_kvm_messages_lead_with_the_change(git_env, tmp_path):
     assert "Subject: [PATCH] KVM: x86/xen: Take an mm_users reference around " \
         "kthread_use_mm()\n\nTake mm_users with mmget_not_zero() before foo_worker()" in text
     assert "Therefore" not in text
+
+
+DROPS = OLD + """
+static void foo_release(struct foo_ctx *ctx)
+{
+\tmmdrop(ctx->mm);
+}
+
+static void foo_put(struct foo_ctx *c)
+{
+\tstruct mm_struct *mm = c->mm;
+
+\tmmdrop(mm);
+}
+
+static void bar_release(struct bar_ctx *ctx)
+{
+\tmmdrop(ctx->mm);
+}
+"""
+
+
+def test_existing_drops_and_one_search_per_lookups(git_env, tmp_path, monkeypatch):
+    """existing_drops() finds mmdrop() of the field through the struct or a
+    local copy of it; a TreeLookups greps the tree once, message() without
+    one makes its own, and nothing is kept between them."""
+    plain = tmp_path / "plain"
+    (plain / "drivers/foo").mkdir(parents=True)
+    (plain / REL).write_text(DROPS)
+    (plain / "drivers/foo/other.c").write_text("int x;\n")
+    searches = _count_searches(monkeypatch)
+    lookups = message.TreeLookups(str(plain))
+    found = [("foo_release", REL, 20), ("foo_put", REL, 27)]
+    assert lookups.existing_drops("foo_ctx", "mm") == found
+    assert lookups.existing_drops("bar_ctx", "mm") == [("bar_release", REL, 32)]
+    assert lookups.existing_drops("foo_ctx", "other") == []
+    assert searches["drops"] == 1
+    p = _plan()
+    p["site"] = dict(p["site"], verdict="grab-only")
+    texts = [message.message(str(plain), DATA, p, {REL: (OLD, NEW)}, "A <a@kernel.org>",
+                             lookups=lookups) for _ in range(2)]
+    assert searches == {"drops": 1, "shortcuts": 1}
+    assert "mmdrop() drops that mm_count reference in foo_release() (drivers/foo/foo.c:20), " \
+        "foo_put() (drivers/foo/foo.c:27); nothing holds mm_users" in " ".join(texts[0].split())
+    assert texts[1] == texts[0]
+    assert message.message(str(plain), DATA, p, {REL: (OLD, NEW)}, "A <a@kernel.org>") == texts[0]
+    assert searches == {"drops": 2, "shortcuts": 2}

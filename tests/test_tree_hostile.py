@@ -420,21 +420,33 @@ def test_resolve_info(tmp_path, cache):
     assert tree.is_cached_tree(cached.tree) and not tree.is_cached_tree(str(plain))
 
 
-def test_warm_resolve_hashes_once_per_process(tmp_path, cache, monkeypatch):
+def test_resolve_hashes_once_per_call(tmp_path, cache, monkeypatch):
+    """No memo across calls (no module state): every resolve(), resolve_info()
+    and unpack() of a tarball reads it through sha256 exactly once, cold
+    (unpacked in that call) or warm, and the one digest serves for the
+    cache name, the marker and TreeInfo.sha256."""
     tarball = make_tarball(tmp_path / "linux-source-9.12.tar.xz", small_tree())
-    tree.unpack(tarball)
     calls = []
     real = tree._sha256_fd
     monkeypatch.setattr(tree, "_sha256_fd", lambda f: calls.append(1) or real(f))
-    monkeypatch.setattr(tree, "_HASHES", {})
-    first = tree.resolve(tarball)
+    cold = tree.resolve_info(tarball)                   # unpacks
     assert len(calls) == 1
-    assert tree.resolve(tarball) == first and tree.resolve_info(tarball).tree == first[0]
-    assert len(calls) == 1
-    with open(tarball, "ab") as f:      # changed (xz allows zeros at the end): hashed again
-        f.write(b"\0" * 10240)
-    tree.unpack(tarball)
+    digest = hashlib.sha256(open(tarball, "rb").read()).hexdigest()
+    assert cold.sha256 == digest and cold.tree.endswith("-" + digest[:16])
+    with open(cold.tree + ".unpacked") as m:
+        assert m.read() == digest + "\n"
+    assert tree.resolve(tarball) == (cold.tree, cold.source)
     assert len(calls) == 2
+    assert tree.resolve_info(tarball) == cold
+    assert len(calls) == 3
+    assert tree.unpack(tarball) == cold.tree
+    assert len(calls) == 4
+    with open(tarball, "ab") as f:      # changed (xz allows zeros at the end): a new tree
+        f.write(b"\0" * 10240)
+    changed = tree.resolve_info(tarball)
+    assert len(calls) == 5
+    assert changed.sha256 == hashlib.sha256(open(tarball, "rb").read()).hexdigest()
+    assert changed.tree != cold.tree
 
 
 # -- 6. release names ------------------------------------------------------------

@@ -4,7 +4,12 @@ fix.py decides and makes the rewrite; this module writes what goes around
 the diff: the author (identity), the subject (subject), the Fixes: tag
 (fixes_tag), the explanation of one finding (message), and the
 architectures whose TLB code makes the missing mm_users reference matter
-(arch_shortcuts, affected_archs).
+(TreeLookups.arch_shortcuts, affected_archs).
+
+What message() looks up in the whole tree (those architectures, the
+existing mmdrop() calls) is kept by a TreeLookups made for that tree: make
+one per tree and pass it to every message() for that tree, so that each
+tree is searched once.
 
 When the tree is a git work tree, its history is read: the subsystem's
 subject prefix, its capitalisation, and the commit that added the borrow.
@@ -233,10 +238,9 @@ def _renamed_api(tree, sha, path, code):
 # --------------------------------------------------------------------------
 # Architectures whose TLB code trusts mm_users
 
-Shortcut = collections.namedtuple("Shortcut", "file line condition")
-
-_SHORTCUTS = {}       # realpath of a tree: {arch: [Shortcut]}
-_FUNCTIONS = {}       # (realpath, file, line): the function holding the check
+Shortcut = collections.namedtuple("Shortcut", "file line condition function")
+Shortcut.__doc__ = """An mm_users shortcut: FILE (relative to the tree), LINE,
+the text of the whole CONDITION, and the FUNCTION that holds it."""
 
 MM_USERS_READ = re.compile(r"atomic_read\s*\(\s*&\s*(?:\(\s*)?[\w.\s>-]+?(?:\s*\))?\s*->\s*mm_users\s*\)")
 COMPARED_AFTER = re.compile(r"\s*(==|!=|<=|>=|<|>)\s*(\d+)\b")
@@ -249,20 +253,64 @@ DEBUG_VM_ONLY = re.compile(r"\bif\s*\(\s*!\s*IS_ENABLED\s*\(\s*CONFIG_DEBUG_VM\s
 FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
 
 
+class TreeLookups:
+    """What message() looks up in one kernel tree, each looked up once, on
+    first use: the mm_users shortcuts of the architectures' TLB code
+    (arch_shortcuts, affected_archs) and the files that call mmdrop()
+    (existing_drops). Make one per tree; the tree is not expected to change
+    while it is in use."""
+
+    def __init__(self, tree):
+        self.tree = tree
+        self._shortcuts = None
+        self._drop_files = None
+
+    def arch_shortcuts(self):
+        """{arch: [Shortcut(file, line, condition, function)]}: the TLB and
+        SMP code under arch/*/ that compares mm_users with 0 or 1
+        (atomic_read(&X->mm_users)) to skip a flush or to narrow it to this
+        CPU. Checks under CONFIG_DEBUG_VM and inside BUG/WARN assertions do
+        not count. The condition is the text of the whole if (or while, or
+        return) condition."""
+        if self._shortcuts is None:
+            self._shortcuts = _scan_shortcuts(self.tree)
+        return self._shortcuts
+
+    def affected_archs(self, rel):
+        """Architectures whose TLB code skips flushes on mm_users and that
+        can run REL: its own architecture for a file under arch/X/, every
+        such architecture otherwise."""
+        shortcuts = self.arch_shortcuts()
+        parts = rel.split("/")
+        if parts[0] == "arch" and len(parts) > 2:
+            return [parts[1]] if parts[1] in shortcuts else []
+        return sorted(shortcuts)
+
+    @staticmethod
+    def describe_shortcut(entry):
+        """'arch/mips/kernel/smp.c:545 flush_tlb_mm(): mm_users == 0'."""
+        return describe_shortcut(entry)
+
+    def existing_drops(self, tag, field):
+        """[(function, file, line)] where the tree already calls mmdrop() on
+        FIELD of a struct TAG: through a variable declared struct TAG *, or
+        a local copy of its FIELD."""
+        if self._drop_files is None:
+            self._drop_files = _drop_files(self.tree)
+        return _drops_in(self.tree, self._drop_files, tag, field)
+
+
 def arch_shortcuts(tree):
-    """{arch: [(file, line, condition)]}: the TLB and SMP code under
-    arch/*/ that compares mm_users with 0 or 1 (atomic_read(&X->mm_users))
-    to skip a flush or to narrow it to this CPU. Checks under
-    CONFIG_DEBUG_VM and inside BUG/WARN assertions do not count. The
-    condition is the text of the whole if (or while, or return) condition.
-    Computed once per tree."""
-    key = os.path.realpath(tree)
-    if key not in _SHORTCUTS:
-        _SHORTCUTS[key] = _scan_shortcuts(tree, key)
-    return _SHORTCUTS[key]
+    """TreeLookups(TREE).arch_shortcuts(), searched afresh on every call."""
+    return TreeLookups(tree).arch_shortcuts()
 
 
-def _scan_shortcuts(tree, key):
+def affected_archs(tree, rel):
+    """TreeLookups(TREE).affected_archs(REL), searched afresh on every call."""
+    return TreeLookups(tree).affected_archs(rel)
+
+
+def _scan_shortcuts(tree):
     found = {}
     if not os.path.isdir(os.path.join(tree, "arch")):
         return found
@@ -279,8 +327,7 @@ def _scan_shortcuts(tree, key):
         except OSError:
             continue
         for line, condition, function in shortcuts_in(text, os.path.basename(rel)):
-            found.setdefault(parts[1], []).append(Shortcut(rel, line, condition))
-            _FUNCTIONS[(key, rel, line)] = function
+            found.setdefault(parts[1], []).append(Shortcut(rel, line, condition, function))
     return {arch: sorted(entries) for arch, entries in sorted(found.items())}
 
 
@@ -421,20 +468,9 @@ def _enclosing_function(code, at):
     return m.group(1), header, code[open_at:at]
 
 
-def affected_archs(tree, rel):
-    """Architectures whose TLB code skips flushes on mm_users and that can
-    run REL: its own architecture for a file under arch/X/, every such
-    architecture otherwise."""
-    shortcuts = arch_shortcuts(tree)
-    parts = rel.split("/")
-    if parts[0] == "arch" and len(parts) > 2:
-        return [parts[1]] if parts[1] in shortcuts else []
-    return sorted(shortcuts)
-
-
-def describe_shortcut(tree, entry):
+def describe_shortcut(entry):
     """'arch/mips/kernel/smp.c:545 flush_tlb_mm(): mm_users == 0'."""
-    function = _FUNCTIONS.get((os.path.realpath(tree), entry.file, entry.line))
+    function = entry.function
     compare = re.search(r"mm_users\s*\)\s*(==|!=|<=|>=|<|>)\s*(\d+)", entry.condition)
     if compare:
         test = "mm_users %s %s" % compare.groups()
@@ -603,21 +639,19 @@ def _what_store_takes(store, steps):
     return "%s() stores %s in %s:" % (fn, value, owner)
 
 
-_DROPS = {}     # realpath of a tree: files that call mmdrop()
+def _drop_files(tree):
+    """The files of TREE (relative paths, sorted) that call mmdrop()."""
+    proc = subprocess.run(["grep", "-r", "-l", "-Z", "--include=*.c", "--include=*.h",
+                           "-E", r"\bmmdrop[[:space:]]*\(", "."], cwd=tree, capture_output=True)
+    return sorted(os.fsdecode(r)[2:] for r in proc.stdout.split(b"\0")[:-1])
 
 
-def _existing_drops(tree, tag, field):
-    """[(function, file, line)] where the tree already calls mmdrop() on
-    FIELD of a struct TAG: through a variable declared struct TAG *, or a
-    local copy of its FIELD."""
-    key = os.path.realpath(tree)
-    if key not in _DROPS:
-        proc = subprocess.run(["grep", "-r", "-l", "-Z", "--include=*.c", "--include=*.h",
-                               "-E", r"\bmmdrop[[:space:]]*\(", "."], cwd=tree, capture_output=True)
-        _DROPS[key] = sorted(os.fsdecode(r)[2:] for r in proc.stdout.split(b"\0")[:-1])
+def _drops_in(tree, files, tag, field):
+    """TreeLookups.existing_drops() over FILES, the files of TREE that call
+    mmdrop()."""
     declared = re.compile(r"\bstruct\s+%s\s*\*\s*(\w+)" % re.escape(tag))
     out = []
-    for rel in _DROPS[key]:
+    for rel in files:
         try:
             with open(os.path.join(tree, rel), encoding="utf-8", errors="replace") as f:
                 text = f.read()
@@ -640,7 +674,7 @@ def _existing_drops(tree, tag, field):
     return out
 
 
-def _explanation(tree, p, changes):
+def _explanation(lookups, p, changes):
     """Paragraphs that say which object holds what, and who borrows it."""
     site = p["site"]
     fn, mm = site["function"], site["mm"]
@@ -665,7 +699,7 @@ def _explanation(tree, p, changes):
     stores = [s["store"] for s, _ in groups]
     if site["verdict"] == "grab-only" and stores and stores[0]["type"]:
         tag = stores[0]["type"].split()[-1]
-        drops = _existing_drops(tree, tag, stores[0]["field"])
+        drops = lookups.existing_drops(tag, stores[0]["field"])
         if drops:
             text += (" mmdrop() drops that mm_count reference in %s; nothing holds mm_users "
                      "for the borrow." % ", ".join("%s() (%s:%d)" % d for d in drops[:3]))
@@ -683,18 +717,18 @@ def _explanation(tree, p, changes):
     return paras
 
 
-def _failure(tree, p):
+def _failure(lookups, p):
     """What goes wrong without mm_users, and on which architectures."""
     site = p["site"]
     fn = site["function"]
-    archs = affected_archs(tree, site["file"])
-    shortcuts = arch_shortcuts(tree)
+    archs = lookups.affected_archs(site["file"])
+    shortcuts = lookups.arch_shortcuts()
     if not archs:
         return [API + " No architecture's TLB code in this tree skips flushes for %s, so "
                 "the patch closes the teardown race only: when the owner exits, mm_users "
                 "drops to 0 and __mmput() tears the address space down (exit_mmap()) while "
                 "%s() may still have it loaded." % (site["file"], fn)]
-    cites = ["  " + describe_shortcut(tree, shortcuts[a][0]) for a in archs]
+    cites = ["  " + describe_shortcut(shortcuts[a][0]) for a in archs]
     return [(API + " While %s() has the mm loaded, mm_users counts only the owner's users, "
              "and the TLB code of %s uses that count to skip a flush or to keep it on the "
              "local CPU:" % (fn, archs[0] if len(archs) == 1 else
@@ -789,15 +823,19 @@ def _render(para):
     return wrap(para)
 
 
-def message(tree, data, p, changes, author, extra=None):
+def message(tree, data, p, changes, author, extra=None, lookups=None):
     """The git format-patch mbox of one fix: P is fix.plan()'s dict,
     CHANGES {path: (old, new)}, AUTHOR 'Name <email>'. EXTRA, a paragraph
-    or a list of them, goes before the "Found by" line."""
+    or a list of them, goes before the "Found by" line. LOOKUPS is the
+    TreeLookups of TREE, shared by the messages for one tree; None makes a
+    new one, which searches the tree again."""
+    if lookups is None:
+        lookups = TreeLookups(tree)
     site = p["site"]
     summary = ("take an mm_users reference around kthread_use_mm()"
                if site["verdict"] == "grab-only" else
                "pin the mm borrowed by kthread_use_mm()")
-    paras = _explanation(tree, p, changes) + _failure(tree, p) + [_rewrite(p, changes)]
+    paras = _explanation(lookups, p, changes) + _failure(lookups, p) + [_rewrite(p, changes)]
     if subsystem(tree, site["file"])[0].startswith("KVM:"):
         # Documentation/process/maintainer-kvm-x86.rst: "lead with a short
         # blurb on the actual changes, and then follow up with the context".

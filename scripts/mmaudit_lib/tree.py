@@ -92,13 +92,6 @@ def tree_name(tarball):
 
 # -- hashing ----------------------------------------------------------------
 
-_HASHES = {}    # (dev, ino, size, mtime_ns, ctime_ns) -> sha256 hex, per process
-
-
-def _stat_key(st):
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _sha256_fd(f):
     """sha256 of the open file F from its start, streamed."""
     h = hashlib.sha256()
@@ -111,13 +104,6 @@ def _sha256_fd(f):
             break
         h.update(view[:n])
     return h.hexdigest()
-
-
-def _hash_of(f, st):
-    key = _stat_key(st)
-    if key not in _HASHES:
-        _HASHES[key] = _sha256_fd(f)
-    return _HASHES[key]
 
 
 # -- the pre-extraction check -------------------------------------------------
@@ -313,16 +299,12 @@ def _prescan(tarball, f, limit):
 # -- extraction ---------------------------------------------------------------
 
 PR_SET_PDEATHSIG = 1
-_libc = None
 
 
 def _die_with_parent():
     """A preexec_fn: the child gets SIGKILL when this process dies (even
     by SIGKILL), so no tar outlives an interrupted unpack."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    prctl, parent = _libc.prctl, os.getpid()
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
 
     def preexec():
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -493,7 +475,7 @@ def _unpack(tarball):
         if not stat.S_ISREG(st.st_mode):
             raise UsageError("%s: not a regular file" % tarball)
         try:
-            digest = _hash_of(f, st)
+            digest = _sha256_fd(f)    # once per call: passed down from here
         except OSError as err:
             raise UsageError("%s: cannot read (%s)" % (tarball, err.strerror or err))
         trees = trees_dir()

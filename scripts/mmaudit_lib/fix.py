@@ -11,7 +11,7 @@ import re
 import subprocess
 import tempfile
 
-from . import context, spatch
+from . import balance, context, spatch
 from .message import (TreeLookups, functions_with as _functions_with, identity, message,
                       split_functions as _split_functions, unified_diff)
 from .verify import status as verify_status
@@ -297,6 +297,22 @@ def rewrite(tree, p):
     return changes
 
 
+def refuse_unbalanced(changes):
+    """NoFix when the balance check finds a reference the patched code
+    does not balance, or cannot finish (no patch is better than one that
+    adds a leak, an underflow or a sleep in atomic context)."""
+    for rel, (_, new) in sorted(changes.items()):
+        if not rel.endswith(".c"):
+            continue
+        problems = balance.check_text(new, os.path.basename(rel))
+        if problems:
+            first = problems[0]
+            raise NoFix("the balance check rejects the rewrite of %s: %s%s (%d problem%s); "
+                        "needs a human" % (rel, "%s(): " % first["function"] if first["function"]
+                                           else "", first["problem"].rstrip("."), len(problems),
+                                           "s" if len(problems) > 1 else ""))
+
+
 def _spatch_rewrite(text, rel, defines):
     """TEXT of REL after one run of the rewrite rule."""
     with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
@@ -350,6 +366,7 @@ def generate(tree, data, signoff=None):
             p = plan(tree, site, context.borrow_context(tree, site["file"], site["function"],
                                                         site["line"]))
             changes = rewrite(tree, p)
+            refuse_unbalanced(changes)
             out.append((site, message(tree, data, p, changes, author, lookups=lookups), None,
                         changes))
         except NoFix as why:
@@ -424,8 +441,10 @@ def summary_markdown(data, generated, written, results, tree, upstream=None):
             builds = "; ".join("%s %s" % (b.get("how") or "", "ok" if b.get("ok") else
                                            ("FAILED" if b.get("ok") is False else "not built"))
                                for b in r["build"].values())
-            check = "%s (applies %s, refused twice %s, checkpatch %d/%d/%d, %s, re-audit %s)" % (
-                verify_status(r), r["applies"], r["refused_twice"],
+            balanced = "balanced" if not r.get("balance") else \
+                "UNBALANCED: " + "; ".join(r["balance"])
+            check = "%s (applies %s, refused twice %s, %s, checkpatch %d/%d/%d, %s, re-audit %s)" % (
+                verify_status(r), r["applies"], r["refused_twice"], balanced,
                 r["checkpatch"]["errors"], r["checkpatch"]["warnings"], r["checkpatch"]["checks"],
                 builds, r["reaudit"])
         out.append("| `%s:%d` %s() | %s | %s | %s |" % (

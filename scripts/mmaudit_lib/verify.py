@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 
-from . import UsageError, apply
+from . import UsageError, apply, balance
 
 # Options a file needs beyond what its Makefile names, with their parents.
 EXTRA_CONFIG = {
@@ -237,6 +237,11 @@ def verify(tree, patches, reaudit):
                 again = _run(PATCH + ["--dry-run", "-i", path], scratch,
                              stdin=subprocess.DEVNULL)
                 r["refused_twice"] = applied.returncode == 0 and again.returncode != 0
+                with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                    r["balance"] = sorted(
+                        "%s:%d: %s" % (rel, p["line"], p["problem"])
+                        for rel, problems in balance.check_patch(tree, f.read()).items()
+                        for p in problems)
                 r["checkpatch"] = checkpatch(scratch, path)
                 r["build"] = {}
                 for f, (ok0, warn0, log0) in sorted(before.items()):
@@ -277,7 +282,8 @@ def status(r):
 
 
 def passed(r):
-    return (r["applies"] and r["refused_twice"] and r["checkpatch"]["errors"] == 0
+    return (r["applies"] and r["refused_twice"] and not r.get("balance")
+            and r["checkpatch"]["errors"] == 0
             and r["checkpatch"]["warnings"] == 0 and r["reaudit"] == "pinned"
             and all(b["ok"] and not b["new_warnings"] for b in r["build"].values()
                     if b.get("ok") is not None)

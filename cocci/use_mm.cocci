@@ -273,7 +273,7 @@ T << owner.T;
 fld << owner.fld;
 @@
 
-coccilib.report.print_report(p[0], "WARNING: %s(%s) without an mm_users reference (grab-only): every store to %s in this file holds mm_count only (mmgrab)" % (borrow, shown(mm), field(T, fld)))
+coccilib.report.print_report(p[0], "WARNING: %s(%s) without an mm_users reference (grab-only): every store to %s in this file holds mm_count only (mmgrab(), an SVA bond or an mmu notifier)" % (borrow, shown(mm), field(T, fld)))
 
 @script:python depends on org && any_store && !pinned_store && !bare_store@
 p << unpinned.p;
@@ -283,7 +283,7 @@ T << owner.T;
 fld << owner.fld;
 @@
 
-coccilib.org.print_todo(p[0], "WARNING: %s(%s) without an mm_users reference (grab-only): every store to %s in this file holds mm_count only (mmgrab)" % (borrow, shown(mm), field(T, fld)))
+coccilib.org.print_todo(p[0], "WARNING: %s(%s) without an mm_users reference (grab-only): every store to %s in this file holds mm_count only (mmgrab(), an SVA bond or an mmu notifier)" % (borrow, shown(mm), field(T, fld)))
 
 @script:python depends on report && !pinned_store && bare_store@
 p << unpinned.p;

@@ -403,3 +403,25 @@ def test_hostile_file_names_are_escaped(tmp_path):
                   for r in sarif["runs"][0]["results"])
     assert "a%20b%25.c" in uris
     assert all(" " not in u and "<" not in u and "`" not in u for u in uris)
+
+
+def test_fix_refuses_a_reserved_domain_identity_from_git_config(tmp_path):
+    """An author address in a reserved domain (here .example) from git
+    config: one line, exit 2, no patch; named with --signoff, it is used."""
+    config = tmp_path / "gitconfig"
+    config.write_text("[user]\n\tname = Placeholder\n\temail = someone@host.example\n")
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(config), GIT_CONFIG_NOSYSTEM="1",
+               XDG_CACHE_HOME=str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    shutil.copytree(GRAB_ONLY, tree)
+    out = tmp_path / "out"
+    proc = support.run_mmaudit("fix", "-q", "-o", str(out), "--release-dir",
+                               str(tmp_path / "reports"), str(tree), env=env)
+    one_line_error(proc, "reserved")
+    assert not out.exists()
+    proc = support.run_mmaudit("fix", "-q", "-o", str(out), "--release-dir",
+                               str(tmp_path / "reports"), "--signoff",
+                               "Placeholder <someone@host.example>", str(tree), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    patch, = [p for p in os.listdir(out) if p.endswith(".patch")]
+    assert "Signed-off-by: Placeholder <someone@host.example>" in (out / patch).read_text()

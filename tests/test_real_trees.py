@@ -14,7 +14,7 @@ import support
 AUDIT_612 = {
     "arch/powerpc/platforms/book3s/vas-api.c:201": "grab-only",     # get_task_mm, mmgrab, mmput at :80-89 leaves mm_count only
     "arch/x86/kvm/xen.c:1879": "grab-only",                         # kvm->mm: mmgrab(current->mm) in kvm_create_vm(), virt/kvm/kvm_main.c
-    "drivers/dma/idxd/cdev.c:758": "unreferenced",                  # ctx->mm = current->mm at :265, nothing taken
+    "drivers/dma/idxd/cdev.c:758": "grab-only",                     # ctx->mm = current->mm at :265; the SVA bond bound at :250 holds mm_count
     "drivers/gpu/drm/amd/amdgpu/amdgpu_amdkfd.h:283": "unanalyzed",  # body of macro read_user_wptr()
     "drivers/gpu/drm/amd/amdkfd/kfd_device_queue_manager.c:3214": "pinned",  # get_task_mm() + NULL check
     "drivers/gpu/drm/amd/amdkfd/kfd_process.c:189": "pinned",       # get_task_mm() + goto cleanup on NULL
@@ -35,7 +35,7 @@ AUDIT_612 = {
 AUDIT_61 = {
     "arch/powerpc/platforms/book3s/vas-api.c:201": "grab-only",     # as in 6.12
     "arch/x86/kvm/xen.c:1469": "grab-only",                         # as in 6.12
-    "drivers/dma/idxd/cdev.c:573": "unreferenced",                  # ctx->mm = current->mm at :130
+    "drivers/dma/idxd/cdev.c:573": "grab-only",                     # ctx->mm = current->mm at :130; the SVA bond holds mm_count
     "drivers/gpu/drm/amd/amdgpu/amdgpu_amdkfd.h:254": "unanalyzed",  # macro read_user_wptr()
     "drivers/gpu/drm/amd/amdkfd/kfd_process.c:191": "pinned",       # get_task_mm() + goto cleanup
     "drivers/usb/gadget/function/f_fs.c:844": "pinned",             # inside if (mmget_not_zero())
@@ -47,9 +47,9 @@ AUDIT_61 = {
 # What the drop-in rule reports in 6.12: one file at a time, so kvm->mm is
 # unresolved (its store is in kvm_main.c) and vhost (mixed) is not reported.
 COCCICHECK_612 = [
-    "./arch/powerpc/platforms/book3s/vas-api.c:201:1-15: WARNING: kthread_use_mm(task_ref->mm) without an mm_users reference (grab-only): every store to struct vas_user_win_ref.mm in this file holds mm_count only (mmgrab)",
+    "./arch/powerpc/platforms/book3s/vas-api.c:201:1-15: WARNING: kthread_use_mm(task_ref->mm) without an mm_users reference (grab-only): every store to struct vas_user_win_ref.mm in this file holds mm_count only (mmgrab(), an SVA bond or an mmu notifier)",
     "./arch/x86/kvm/xen.c:1879:2-16: WARNING: kthread_use_mm(kvm->mm) without an mm_users reference (unresolved): no mmget() on a path to the borrow and no store to struct kvm.mm in this file",
-    "./drivers/dma/idxd/cdev.c:758:1-15: WARNING: kthread_use_mm(mm) without an mm_users reference (unreferenced): a store to struct idxd_user_context.mm in this file takes no reference at all",
+    "./drivers/dma/idxd/cdev.c:758:1-15: WARNING: kthread_use_mm(mm) without an mm_users reference (grab-only): every store to struct idxd_user_context.mm in this file holds mm_count only (mmgrab(), an SVA bond or an mmu notifier)",
     "./fs/bcachefs/fs-io-direct.c:562:2-16: WARNING: kthread_use_mm(mm) without an mm_users reference (unreferenced): a store to struct dio_write.mm in this file takes no reference at all",
 ]
 

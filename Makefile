@@ -3,6 +3,7 @@
 #   make audit      audit the newest Debian linux-source package (KSRC=tree or tarball)
 #   make check      lint and every test (installs what it needs first)
 #   make fuzz       a long fuzz run of every command (FUZZ_SECONDS, FUZZ_SEED)
+#   make cocci      regenerate cocci/*.cocci from cocci/src/ (scripts/gen-cocci)
 
 PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
@@ -11,9 +12,10 @@ JOBS    ?= 2
 DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest python3-pyflakes time patch \
 	   gcc-powerpc64le-linux-gnu bc flex bison libelf-dev libssl-dev
 RULES   := $(wildcard cocci/*.cocci)
-PYFILES := scripts/mmaudit scripts/bench $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
+PYFILES := scripts/mmaudit scripts/bench scripts/gen-cocci cocci/src/helpers.py \
+	   $(wildcard scripts/mmaudit_lib/*.py) $(wildcard tests/*.py)
 
-.PHONY: all deps check lint test bless audit audit-diff fixes bench fuzz clean
+.PHONY: all deps check lint test bless cocci audit audit-diff fixes bench fuzz clean
 
 all: check
 
@@ -31,17 +33,24 @@ deps:
 	echo "installing:$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
 
-# Every rule parses (its modes on, context/org/patch aside, and its -D
-# values set) with no warning
-# but spatch's notes about isomorphisms that do not apply.
+# The rules are generated from cocci/src/ (scripts/gen-cocci): edit there.
+cocci:
+	@$(PYTHON) scripts/gen-cocci
+
+# Every rule is what cocci/src/ gives, and parses (its modes on, context,
+# org and patch one at a time, and its -D values set) with no warning but
+# spatch's notes about isomorphisms that do not apply.
 lint: deps
+	@$(PYTHON) scripts/gen-cocci --check
 	@for r in $(RULES); do \
 		defs=$$(grep -o 'virtual\.[a-z_]*' $$r | sort -u | sed 's/virtual\.\(.*\)/-D \1=lint_value/'); \
 		defs="$$defs $$(sed -n 's/^virtual \([a-z_]*\)$$/-D \1/p' $$r | grep -v -e '-D context' -e '-D org' -e '-D patch')"; \
-		$(SPATCH) --parse-cocci $$defs $$r >/dev/null 2>lint.err \
-			|| { cat lint.err; rm -f lint.err; echo "lint: $$r does not parse" >&2; exit 1; }; \
-		if grep '^warning:' lint.err | grep -v '^warning: iso .* does not match'; then \
-			rm -f lint.err; echo "lint: $$r has warnings" >&2; exit 1; fi; \
+		for m in "" $$(sed -n 's/^virtual \(context\|org\|patch\)$$/\1/p' $$r); do \
+			$(SPATCH) --parse-cocci $$defs $${m:+-D $$m} $$r >/dev/null 2>lint.err \
+				|| { cat lint.err; rm -f lint.err; echo "lint: $$r does not parse $$m" >&2; exit 1; }; \
+			if grep '^warning:' lint.err | grep -v '^warning: iso .* does not match'; then \
+				rm -f lint.err; echo "lint: $$r has warnings $$m" >&2; exit 1; fi; \
+		done; \
 	done; rm -f lint.err
 	@$(PYTHON) -m py_compile $(PYFILES)
 	@$(PYTHON) -m pyflakes $(PYFILES)

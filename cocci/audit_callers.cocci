@@ -7,8 +7,9 @@
 ///
 // Confidence: n/a (fact extraction, not a checker)
 // Copyright: (C) 2026 The mmaudit developers
-// Comments: The pin patterns are those of use_mm.cocci; keep them in step.
+// Comments: The pin pattern is that of use_mm.cocci.
 // Options: --no-includes --include-headers
+// Generated from cocci/src/audit_callers.cocci.in, borrow.cocci, facts.cocci, helpers.py by scripts/gen-cocci: do not edit
 
 @initialize:python@
 @@
@@ -17,15 +18,17 @@ import json
 import re
 
 def emit(kind, p, **facts):
-    """One fact, keyed by the borrow's position."""
+    """One fact, at position P: a line "MMAUDIT <json>"."""
     facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
                  func=p.current_element)
     print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
 
 def shown(e):
-    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    """spatch prints "f ( & a -> b [ i ] , ! c )"; show it as written in C."""
     e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
-    return re.sub(r" ([),])", r"\1", e)
+    e = re.sub(r" ([),])", r"\1", e)
+    # A prefix operator follows no operand (a name, a literal, ")" or "]").
+    return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
 
 @call@
 identifier virtual.callee;

@@ -6,8 +6,9 @@
 ///
 // Confidence: n/a (fact extraction, not a checker)
 // Copyright: (C) 2026 The mmaudit developers
-// Comments: The pin patterns are those of use_mm.cocci; keep them in step.
+// Comments: The borrow, pin and owner patterns are those of use_mm.cocci.
 // Options: --no-includes --include-headers
+// Generated from cocci/src/audit_sites.cocci.in, borrow.cocci, facts.cocci, helpers.py by scripts/gen-cocci: do not edit
 
 @initialize:python@
 @@
@@ -16,15 +17,17 @@ import json
 import re
 
 def emit(kind, p, **facts):
-    """One fact, keyed by the borrow's position."""
+    """One fact, at position P: a line "MMAUDIT <json>"."""
     facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
                  func=p.current_element)
     print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
 
 def shown(e):
-    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    """spatch prints "f ( & a -> b [ i ] , ! c )"; show it as written in C."""
     e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
-    return re.sub(r" ([),])", r"\1", e)
+    e = re.sub(r" ([),])", r"\1", e)
+    # A prefix operator follows no operand (a name, a literal, ")" or "]").
+    return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
 
 @site@
 expression mm;
@@ -48,7 +51,7 @@ borrow << api.borrow;
 
 emit("site", p[0], api=str(borrow), mm=shown(mm))
 
-// Same as use_mm.cocci: a path from the entry, or from an mmput(), to the
+// As in use_mm.cocci: a path from the entry, or from an mmput(), to the
 // borrow that takes no mm_users reference on the same expression.
 @unpinned exists@
 expression site.mm;
@@ -83,11 +86,7 @@ expression site.mm;
 position pp;
 @@
 
-(
-\(mmget@pp\|mmget_not_zero@pp\)(mm)
-|
-mm = \(get_task_mm@pp\|mm_alloc@pp\)(...)
-)
+\(mmget@pp(mm)\|mmget_not_zero@pp(mm)\|mm = get_task_mm@pp(...)\|mm = mm_alloc@pp()\)
 
 @pin_api@
 position pin.pp;
@@ -121,13 +120,8 @@ emit("release", p[0], at=int(pr[0].line), at_func=pr[0].current_element)
 // Where the borrowed mm comes from: a struct field, directly or through a
 // local, or a parameter of the enclosing function.
 @owner exists@
-expression site.mm;
-position site.p;
-type T, T2;
-T *xp;
-T xs;
-identifier fld, alias;
-position pa;
+expression site.mm; position site.p;
+type T, T2; T *xp; T xs; identifier fld, alias; position pa;
 @@
 
 (

@@ -7,8 +7,9 @@
 ///
 // Confidence: n/a (fact extraction, not a checker)
 // Copyright: (C) 2026 The mmaudit developers
-// Comments: The store patterns are those of use_mm.cocci; keep them in step.
+// Comments: The store patterns are those of use_mm.cocci.
 // Options: --no-includes --include-headers
+// Generated from cocci/src/audit_stores.cocci.in, borrow.cocci, facts.cocci, helpers.py, stores.cocci by scripts/gen-cocci: do not edit
 
 @initialize:python@
 @@
@@ -17,15 +18,17 @@ import json
 import re
 
 def emit(kind, p, **facts):
-    """One fact, keyed by the stored field's position."""
+    """One fact, at position P: a line "MMAUDIT <json>"."""
     facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
                  func=p.current_element)
     print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
 
 def shown(e):
-    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    """spatch prints "f ( & a -> b [ i ] , ! c )"; show it as written in C."""
     e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
-    return re.sub(r" ([),])", r"\1", e)
+    e = re.sub(r" ([),])", r"\1", e)
+    # A prefix operator follows no operand (a name, a literal, ")" or "]").
+    return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
 
 @store@
 identifier virtual.fld;
@@ -90,7 +93,7 @@ expression store.E;
 position pg;
 @@
 
-\(mmget@pg\|mmget_not_zero@pg\)(E)
+\(mmget@pg(E)\|mmget_not_zero@pg(E)\)
 
 @pin_api@
 position pinned_value.pg;
@@ -114,7 +117,7 @@ position store.ps;
 position pg;
 @@
 
-mmgrab@pg(E);
+mmgrab@pg(..., E, ...)
 ...
 \(X->fld@ps\|X.fld@ps\) = E;
 
@@ -127,7 +130,7 @@ position pg;
 
 \(X->fld@ps\|X.fld@ps\) = E;
 ...
-mmgrab@pg(\(E\|X->fld\|X.fld\));
+mmgrab@pg(..., \(E\|X->fld\|X.fld\), ...)
 
 @script:python@
 ps << store.ps;
@@ -151,19 +154,11 @@ position store.ps;
 position pp;
 @@
 
-(
-X->fld@ps = get_task_mm(...);
+\(X->fld@ps\|X.fld@ps\) = get_task_mm(...);
 ...
-mmgrab(X->fld);
+mmgrab(\(X->fld\|X.fld\));
 ...
-mmput@pp(X->fld);
-|
-X.fld@ps = get_task_mm(...);
-...
-mmgrab(X.fld);
-...
-mmput@pp(X.fld);
-)
+mmput@pp(\(X->fld\|X.fld\));
 
 @script:python@
 ps << store.ps;
@@ -179,9 +174,11 @@ expression store.X, store.E;
 identifier virtual.fld;
 position store.ps;
 position ph;
+identifier hold = {iommu_sva_bind_device, mmu_notifier_register,
+  __mmu_notifier_register, mmu_notifier_get, mmu_interval_notifier_insert};
 @@
 
-\(iommu_sva_bind_device@ph\|mmu_notifier_register@ph\|__mmu_notifier_register@ph\|mmu_notifier_get@ph\|mmu_interval_notifier_insert@ph\)(..., E, ...)
+hold@ph(..., E, ...)
 ...
 \(X->fld@ps\|X.fld@ps\) = E;
 
@@ -190,11 +187,13 @@ expression store.X, store.E;
 identifier virtual.fld;
 position store.ps;
 position ph;
+identifier hold = {iommu_sva_bind_device, mmu_notifier_register,
+  __mmu_notifier_register, mmu_notifier_get, mmu_interval_notifier_insert};
 @@
 
 \(X->fld@ps\|X.fld@ps\) = E;
 ...
-\(iommu_sva_bind_device@ph\|mmu_notifier_register@ph\|__mmu_notifier_register@ph\|mmu_notifier_get@ph\|mmu_interval_notifier_insert@ph\)(..., \(E\|X->fld\|X.fld\), ...)
+hold@ph(..., \(E\|X->fld\|X.fld\), ...)
 
 @indirect_api@
 position ph = {indirect.ph, indirect_after.ph};
@@ -249,7 +248,7 @@ emit("guard", ps[0], cond=shown(C), branch="else")
 // A path from the storing function's entry that frees the owner before the
 // store: kfree() of it, or bio_put() of the bio it lives in or was found
 // from.  An mmdrop() added where the owner is freed must then cope with a
-// field that was never set.  use_mm.cocci's patch mode asks the same.
+// field that was never set.
 @store_fn@
 expression store.X, E;
 identifier virtual.fld, sf;

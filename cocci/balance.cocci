@@ -31,6 +31,7 @@
 //   balance.py matches a stack object passed to a function of this file
 //   that grabs its parameter's field, or to one that drops it.
 // Options: --no-includes --include-headers
+// Generated from cocci/src/balance.cocci.in, borrow.cocci, facts.cocci, helpers.py, stores.cocci by scripts/gen-cocci: do not edit
 
 virtual probe
 
@@ -40,6 +41,19 @@ virtual probe
 import json
 import re
 
+def emit(kind, p, **facts):
+    """One fact, at position P: a line "MMAUDIT <json>"."""
+    facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
+                 func=p.current_element)
+    print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
+
+def shown(e):
+    """spatch prints "f ( & a -> b [ i ] , ! c )"; show it as written in C."""
+    e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
+    e = re.sub(r" ([),])", r"\1", e)
+    # A prefix operator follows no operand (a name, a literal, ")" or "]").
+    return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
+
 MMFIELDS = set()        # fields that mmgrab() or mmdrop() take
 FLAG_NAMES = set()      # identifiers that guard an mmput() and are set true
 FLAG_SET = set()
@@ -47,19 +61,8 @@ FLAG_GUARD = set()
 GRABBERS = set()        # functions that keep a grab on a parameter's field
 DROPPERS = set()        # functions that drop a parameter's field
 
-def emit(kind, p, **facts):
-    facts.update(kind=kind, line=int(p.line), col=int(p.column),
-                 func=p.current_element)
-    print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
-
 def problem(p, check, text, **facts):
     emit("problem", p, check=check, problem=text, **facts)
-
-def shown(e):
-    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
-    e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
-    e = re.sub(r" ([),])", r"\1", e)
-    return re.sub(r"([!&*]) ", r"\1", e)
 
 def extent(p):
     return [int(p.line), int(p.column), int(p.line_end), int(p.column_end)]
@@ -581,9 +584,7 @@ fld << mmfield.fld;
 MMFIELDS.add(str(fld))
 
 @null_store depends on !probe@
-expression X;
-identifier fld;
-position ps;
+expression X; identifier fld; position ps;
 @@
 
 \(X->fld@ps\|X.fld@ps\) = NULL
@@ -614,6 +615,17 @@ position mmstore.ps;
 
 \(xp->fld@ps\|xs.fld@ps\) = ...
 
+@grabbed_before exists@
+expression store.X, store.E;
+identifier store.fld;
+position mmstore.ps;
+position pgb;
+@@
+
+mmgrab@pgb(..., E, ...)
+...
+\(X->fld@ps\|X.fld@ps\) = E;
+
 @grabbed_after exists@
 expression store.X, store.E;
 identifier store.fld;
@@ -623,18 +635,7 @@ position pga;
 
 \(X->fld@ps\|X.fld@ps\) = E;
 ...
-mmgrab@pga(\(E\|X->fld\|X.fld\));
-
-@grabbed_before exists@
-expression store.X, store.E;
-identifier store.fld;
-position mmstore.ps;
-position pgb;
-@@
-
-mmgrab@pgb(E);
-...
-\(X->fld@ps\|X.fld@ps\) = E;
+mmgrab@pga(..., \(E\|X->fld\|X.fld\), ...)
 
 @users_value depends on !probe@
 expression store.X;
@@ -1058,8 +1059,8 @@ n << stack_call.n;
 
 emit("stack_call", pc[0], var=str(v), callee=str(callee), index=int(n))
 
-// Last rule: the file was analyzed to the end.  A run without this fact
-// (a timeout, a crash, a killed worker) proves nothing, whatever it printed.
+// Last rule: the file was analyzed to the end.  A file without this fact
+// (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.
 @script:python@
 @@
 

@@ -26,10 +26,11 @@
 // Confidence: n/a (fact extraction, not a checker)
 // Copyright: (C) 2026 The mmaudit developers
 // Comments: context.py's lock_kind() classifies every lock name of these
-//  rules; a test keeps them in step.  scoped_guard() is not parsed by
+//  rules (tests/test_context.py checks it).  scoped_guard() is not parsed by
 //  spatch 1.1.1: a borrow inside one is not seen at all, which context.py
 //  reports as incomplete (needs a human).
 // Options: --no-includes --include-headers
+// Generated from cocci/src/borrow_context.cocci.in, borrow.cocci, context.cocci, facts.cocci, helpers.py by scripts/gen-cocci: do not edit
 
 @initialize:python@
 @@
@@ -37,21 +38,22 @@
 import json
 import re
 
-# The functions defined in this file: calls and registrations are kept
-# only for them.
-DEFS = set()
-
 def emit(kind, p, **facts):
-    """One fact, at position P."""
+    """One fact, at position P: a line "MMAUDIT <json>"."""
     facts.update(kind=kind, file=p.file, line=int(p.line), col=int(p.column),
                  func=p.current_element)
     print("MMAUDIT " + json.dumps(facts, sort_keys=True), flush=True)
 
 def shown(e):
-    """spatch prints "f ( a -> b [ i ] )"; show it as written in C."""
+    """spatch prints "f ( & a -> b [ i ] , ! c )"; show it as written in C."""
     e = re.sub(r" ?(->|\.|\[|\]|\() ?", r"\1", str(e))
-    e = re.sub(r"([&*!~]) (?=\w)", r"\1", e)
-    return re.sub(r" ([),])", r"\1", e)
+    e = re.sub(r" ([),])", r"\1", e)
+    # A prefix operator follows no operand (a name, a literal, ")" or "]").
+    return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
+
+# The functions defined in this file: calls and registrations are kept
+# only for them.
+DEFS = set()
 
 @defs@
 identifier d;
@@ -261,8 +263,7 @@ emit("bypass", pz[0], lock=shown(L), lock_line=int(pl[0].line))
 @held0 exists@
 position point.pa, pl;
 expression E;
-identifier rcu = {rcu_read_lock, rcu_read_lock_bh, rcu_read_lock_sched,
-  rcu_read_lock_sched_notrace};
+identifier rcu = {rcu_read_lock, rcu_read_lock_bh, rcu_read_lock_sched, rcu_read_lock_sched_notrace};
 identifier pre = {preempt_disable, preempt_disable_notrace, get_cpu};
 identifier irq = {local_irq_disable};
 identifier bh = {local_bh_disable};

@@ -29,8 +29,9 @@
 ///
 // Confidence: n/a (rewrite driven by mmaudit findings)
 // Copyright: (C) 2026 The mmaudit developers
-// Comments: The wrap mode is the one use_mm.cocci uses in patch mode.
+// Comments: The wrap mode is the rewrite of use_mm.cocci's patch mode.
 // Options: --no-includes --include-headers
+// Generated from cocci/src/fix_use_mm.cocci.in, borrow.cocci by scripts/gen-cocci: do not edit
 
 virtual wrap
 virtual label

@@ -1,10 +1,20 @@
 #!/usr/bin/python3
-"""Regenerate the expected outputs of every fixture; review with git diff."""
+"""Regenerate the expected outputs of every fixture; review with git diff.
+
+Refuses to run while a rule in cocci/ is not what cocci/src/ gives (run
+`make cocci` first): expectations blessed from a stale rule would pass
+against that rule and fail against the real one."""
 
 import os
+import subprocess
+import sys
 
 import support
 
+check = subprocess.run([sys.executable, os.path.join(support.ROOT, "scripts", "gen-cocci"),
+                        "--check"], capture_output=True, text=True)
+if check.returncode != 0:
+    sys.exit(check.stderr.strip() or "gen-cocci --check failed")
 for (name, mode), out in sorted(support.all_rule_outputs().items()):
     with open(support.expected_path(name, mode), "w") as f:
         f.write(out)

@@ -119,16 +119,22 @@ class Sandbox:
         self.seeds = {}
 
     def seed(self):
-        """Real outputs to damage: a findings.json, two shards, cache entries."""
+        """Real outputs to damage: a findings.json, two shards, cache entries.
+        Seeds that are not real outputs would leave merge, diff and the
+        cache with nothing but noise to reject: they stop the run."""
         tree = os.path.join(self.base, "seed-tree")
         shutil.copytree(GRAB_ONLY, tree)
-        out = subprocess.run([sys.executable, support.MMAUDIT, "audit", "-q", "--format",
-                              "json", tree], capture_output=True, env=self.env).stdout
-        self.seeds["findings"] = out
-        for i in (1, 2):
-            self.seeds["shard%d" % i] = subprocess.run(
-                [sys.executable, support.MMAUDIT, "audit", "-q", "--shard", "%d/2" % i,
-                 "--format", "json", tree], capture_output=True, env=self.env).stdout
+        for name, extra in (("findings", []), ("shard1", ["--shard", "1/2"]),
+                            ("shard2", ["--shard", "2/2"])):
+            proc = subprocess.run([sys.executable, support.MMAUDIT, "audit", "-q", "--format",
+                                   "json"] + extra + [tree], capture_output=True, env=self.env)
+            if proc.returncode not in (0, 1) or "schema" not in json.loads(proc.stdout or "{}"):
+                raise RuntimeError("fuzz seed %s: exit %d: %s"
+                                   % (name, proc.returncode, proc.stderr.decode()[-500:]))
+            self.seeds[name] = proc.stdout
+        if json.loads(self.seeds["findings"])["summary"]["sites"] != 1 \
+                or not os.listdir(os.path.join(self.env["XDG_CACHE_HOME"], "mmaudit", "facts")):
+            raise RuntimeError("fuzz seed: no site, or no fact cache, to damage")
         self.tree = tree
 
     def case(self, n):

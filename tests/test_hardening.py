@@ -187,15 +187,19 @@ def test_real_tree_is_left_byte_for_byte():
 
 def test_two_shards_give_the_same_bytes(tmp_path):
     tree = support.kernel_tree("6.12")
-    single = support.run_mmaudit("audit", "-q", "--format", "json", tree).stdout
+    single = support.run_mmaudit("audit", "-q", "--format", "json", tree)
+    _clean_run(single)
+    assert json.loads(single.stdout)["summary"]["sites"] == 17     # not two empty outputs
     parts = []
     for i in (1, 2):
         path = tmp_path / ("s%d.json" % i)
-        path.write_text(support.run_mmaudit("audit", "-q", "--shard", "%d/2" % i,
-                                            "--format", "json", tree).stdout)
+        shard = support.run_mmaudit("audit", "-q", "--shard", "%d/2" % i, "--format", "json", tree)
+        _clean_run(shard)
+        path.write_text(shard.stdout)
         parts.append(str(path))
     merged = support.run_mmaudit("merge", "-q", "--format", "json", *parts)
-    assert merged.stdout == single
+    _clean_run(merged, codes=(1,))
+    assert merged.stdout == single.stdout
 
 
 def test_cached_facts_follow_the_file_name(tmp_path):
@@ -208,6 +212,7 @@ def test_cached_facts_follow_the_file_name(tmp_path):
     second = support.run_mmaudit("audit", "-q", str(tmp_path / "two"), env=env)
     _clean_run(first)
     _clean_run(second)
+    assert "one.c:2:" in first.stdout and "one.c" not in second.stdout
     assert second.stdout == first.stdout.replace("one.c", "two.c")
 
 
@@ -217,6 +222,7 @@ def test_fact_cache_gives_the_same_bytes_and_sees_a_change(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
     run = lambda *a: support.run_mmaudit("audit", "-q", "--format", "json", str(tree), *a, env=env)  # noqa: E731
     cold = run().stdout
+    assert json.loads(cold)["sites"][0]["verdict"] == "grab-only"      # so "pinned" is a change
     assert os.listdir(tmp_path / "cache" / "mmaudit" / "facts")
     assert run().stdout == cold == run("--no-cache").stdout
     create = tree / "create.c"

@@ -374,8 +374,12 @@ def test_merge_rejects_overlapping_shards(tmp_path):
 
 @pytest.fixture(scope="module")
 def findings_file(tmp_path_factory):
+    """A good findings.json: the errors below must come from the other input."""
     path = tmp_path_factory.mktemp("findings") / "findings.json"
-    path.write_text(support.run_mmaudit("audit", "-q", "--format", "json", GRAB_ONLY).stdout)
+    proc = support.run_mmaudit("audit", "-q", "--format", "json", GRAB_ONLY)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["summary"]["grab-only"] == 1, \
+        proc.stderr
+    path.write_text(proc.stdout)
     return path
 
 
@@ -385,13 +389,14 @@ def findings_file(tmp_path_factory):
 def test_diff_rejects_bad_input(tmp_path, findings_file, content):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
-    one_line_error(support.run_mmaudit("diff", str(findings_file), str(bad)))
-    one_line_error(support.run_mmaudit("diff", str(bad), str(findings_file)))
+    one_line_error(support.run_mmaudit("diff", str(findings_file), str(bad)), str(bad))
+    one_line_error(support.run_mmaudit("diff", str(bad), str(findings_file)), str(bad))
 
 
 def test_diff_into_a_missing_directory(tmp_path, findings_file):
     one_line_error(support.run_mmaudit("diff", str(findings_file), str(findings_file), "-o",
-                                       str(tmp_path / "missing" / "d.md")))
+                                       str(tmp_path / "missing" / "d.md")),
+                   "%s: no such directory" % (tmp_path / "missing"))
 
 
 def test_diff_of_a_directory(tmp_path, findings_file):

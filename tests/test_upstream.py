@@ -75,7 +75,7 @@ def series(tree612, work):
     was made, and the checksums of the files it touches in the tree."""
     before = {rel: _sha(os.path.join(tree612, rel)) for rel in TOUCHED}
     with open(support.RULE, "rb") as f:
-        rule = f.read()
+        rule = upstream.kernel_copy(f.read().decode("utf-8")).encode("utf-8")
     out = os.path.join(work, "series")
     proc = support.run_mmaudit("upstream-series", "-q", "--signoff", SIGNOFF, "-o", out,
                                tree612, env=dict(os.environ, SOURCE_DATE_EPOCH=EPOCH))

@@ -121,6 +121,7 @@ def test_verify_leaves_a_configured_tree_alone(tmp_path):
         if name.endswith(".patch"):
             with open(tmp_path / "out" / name) as f:
                 named |= set(re.findall(r"^\+\+\+ b/(\S+)", f.read(), re.M))
+    assert len(named) == 4, named        # else the comparison below holds for nothing
     diff = differences(before, snapshot(tree))
     assert diff["gone"] == [] and diff["new"] == []
     assert set(diff["changed"]) - {os.path.dirname(n) for n in named} == named

@@ -32,7 +32,8 @@ RULE = os.path.join(spatch.COCCI_DIR, "borrow_context.cocci")
 NEEDS_A_HUMAN = "needs a human"
 
 # Lock and section calls of the rule, by kind; the atomic kinds forbid
-# sleeping.  Keep in step with cocci/borrow_context.cocci.
+# sleeping.  The rule's lists live in cocci/src/context.cocci; test_context
+# checks that the two agree.
 ATOMIC_KINDS = ("spinlock", "raw_spinlock", "rwlock", "local_lock", "irq", "bh",
                 "preempt", "rcu")
 SLEEPING_KINDS = ("mutex", "semaphore", "rwsem", "mmap_lock", "guard")

@@ -27,10 +27,11 @@ def load(path, shard=False):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         raise UsageError("%s: cannot read it (%s)" % (path, err.strerror))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UsageError("%s: not a regular file" % path)
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError("%s: not a regular file" % path)
         if st.st_size > MAX_SIZE:
             raise UsageError("%s: larger than %d MiB, not a findings.json" % (path, MAX_SIZE >> 20))
         raw = f.read()

@@ -364,6 +364,16 @@ def message_1(author, archs, done, cc):
     return "\n\n".join(paras)
 
 
+GENERATED_LINE = re.compile(r"^// Generated from cocci/src/.* by scripts/gen-cocci: do not edit\n",
+                            re.M)
+
+
+def kernel_copy(rule_text):
+    """The rule as the kernel gets it: without our line that says it is
+    generated (its sources stay in this project)."""
+    return GENERATED_LINE.sub("", rule_text, count=1)
+
+
 def _modes(rule_text):
     modes = re.findall(r"^virtual\s+(patch|context|org|report)\s*$", rule_text, re.M)
     order = ["report", "context", "org", "patch"]
@@ -516,7 +526,7 @@ def series(tree, author, progress=lambda msg: None, jobs=2):
     kthread = kthread_source(tree)
     rule_file = rule_path()
     try:
-        rule_text = _read(rule_file)
+        rule_text = kernel_copy(_read(rule_file))
     except OSError as err:
         raise UsageError("%s: cannot read the rule (%s)" % (rule_file, err.strerror or err))
     spatch.spatch_version()

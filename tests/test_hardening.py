@@ -1,7 +1,6 @@
 """Hostile input, interruption and the audited tree left untouched."""
 
 import hashlib
-import pathlib
 import json
 import os
 import shutil
@@ -9,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 
 import pytest
@@ -69,18 +67,6 @@ def test_truncated_tarball(tmp_path):
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "cache" / "mmaudit" / "trees" / "linux-source-9.8").exists()
-
-
-@pytest.fixture
-def open_tmp():
-    """A scratch directory that user nobody can reach (pytest's is 0700)."""
-    path = tempfile.mkdtemp(prefix="mmaudit-test-")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    for top, dirs, _ in os.walk(path):
-        for d in dirs:
-            os.chmod(os.path.join(top, d), 0o755)
-    shutil.rmtree(path)
 
 
 def test_unreadable_files_and_symlink_loops(open_tmp):

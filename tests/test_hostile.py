@@ -209,20 +209,6 @@ def test_output_under_a_file(tmp_path):
                                        GRAB_ONLY), "not a directory")
 
 
-@pytest.fixture
-def open_tmp():
-    """A scratch directory that user nobody can reach (pytest's is 0700)."""
-    import pathlib
-    import tempfile
-    path = tempfile.mkdtemp(prefix="mmaudit-test-")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    for top, dirs, _ in os.walk(path):
-        for d in dirs:
-            os.chmod(os.path.join(top, d), 0o755)
-    shutil.rmtree(path)
-
-
 def test_output_in_a_read_only_directory(open_tmp):
     """Checked before the audit; as root, run as nobody (root may write anywhere)."""
     tmp_path = open_tmp

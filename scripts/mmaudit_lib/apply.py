@@ -98,8 +98,13 @@ def _dry_run(tree, patch_paths, touched, scratch):
             dst = os.path.join(scratch, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst, follow_symlinks=False)
+    _apply_each(patch_paths, scratch)
+
+
+def _apply_each(patch_paths, where):
+    """Apply the series in order in WHERE; UsageError names the first that fails."""
     for path in patch_paths:
-        proc = _run_patch(path, scratch)
+        proc = _run_patch(path, where)
         if proc.returncode != 0:
             why = _first_failure(proc.stdout + "\n" + proc.stderr, proc.returncode)
             raise UsageError("%s does not apply: %s" % (os.path.basename(path), why))
@@ -223,11 +228,7 @@ def apply_series(tree, patch_paths):
         _dry_run(tree, patch_paths, touched, scratch)
         backup = _Backup(tree, rels, os.path.join(tmp, "backup"))
         try:
-            for path in patch_paths:
-                proc = _run_patch(path, tree)
-                if proc.returncode != 0:
-                    why = _first_failure(proc.stdout + "\n" + proc.stderr, proc.returncode)
-                    raise UsageError("%s does not apply: %s" % (os.path.basename(path), why))
+            _apply_each(patch_paths, tree)
         except BaseException:
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:

@@ -75,8 +75,8 @@ def _caller_failure(text, fn):
             "object": m.group("x"), "error": err.group(1)}
 
 
-def plan(tree, site, context=None):
-    """The parameters of the rewrite for one finding, or NoFix.  CONTEXT:
+def plan(tree, site, borrow_ctx=None):
+    """The parameters of the rewrite for one finding, or NoFix.  BORROW_CTX:
     what context.borrow_context() found around the borrow, if known."""
     if site["verdict"] not in ("grab-only", "unreferenced"):
         raise NoFix("%s: no patch for a %s verdict; %s" % (site["file"], site["verdict"],
@@ -106,11 +106,11 @@ def plan(tree, site, context=None):
             raise NoFix("%s() can leave the borrowed region (%s) before its kthread_unuse_mm(); "
                         "each exit would need its own put; needs a human"
                         % (site["function"], inner.group(1)))
-    put, put_why, after_unlock = _put(context, lines, borrow_at, unuse, first)
+    put, put_why, after_unlock = _put(borrow_ctx, lines, borrow_at, unuse, first)
     borrow_args = ["-D", "fn=" + site["function"], "-D", "putfn=" + put]
     files = {site["file"]: [borrow_args]}
     p = {"site": site, "files": files, "notes": [], "nullable": nullable, "put": put,
-         "put_why": put_why, "context": context}
+         "put_why": put_why, "context": borrow_ctx}
     failing = _caller_failure(text, site["function"]) if nullable and unuse == [] else None
     exit_label = _exit_label(lines, borrow_at, unuse[0]) if unuse else None
     if failing:
@@ -200,24 +200,24 @@ def plan(tree, site, context=None):
 WRAP_MAX_LINES = 6
 
 
-def _put(context, lines, borrow_at, unuse, first):
+def _put(borrow_ctx, lines, borrow_at, unuse, first):
     """(put function, why, the unlock call the put must follow or None),
     from what context.borrow_context() found; NoFix when it cannot tell."""
-    if context is None:
+    if borrow_ctx is None:
         return "mmput", None, None
-    put, why = context.get("put"), context.get("why")
+    put, why = borrow_ctx.get("put"), borrow_ctx.get("why")
     if put not in ("mmput", "mmput_async"):
         raise NoFix("%s; needs a human" % (why or "the context of the borrow could not be judged"))
     if put == "mmput_async":
         return put, why, None
-    after = context.get("put_after_line")
+    after = borrow_ctx.get("put_after_line")
     if not unuse or not after or after - first == unuse[0]:
         return "mmput", None, None
     # A sleeping lock is released after the unborrow.  The put can follow
     # the unlock only when the unlock is the next statement and nothing
     # else reaches it; otherwise mmput_async() keeps the teardown from
     # running under the lock.
-    held = [s for s in context.get("sleeping_lock", []) if after in (s.get("unlock_lines") or [])]
+    held = [s for s in borrow_ctx.get("sleeping_lock", []) if after in (s.get("unlock_lines") or [])]
     lock = held[0]["what"] if held else "a lock"
     following = next((i for i in range(unuse[0] + 1, len(lines)) if lines[i].strip()), None)
     straight = following is not None and following + first == after and held \

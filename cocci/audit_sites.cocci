@@ -8,7 +8,7 @@
 // Copyright: (C) 2026 The mmaudit developers
 // Comments: The borrow, pin and owner patterns are those of use_mm.cocci.
 // Options: --no-includes --include-headers
-// Generated from cocci/src/audit_sites.cocci.in, borrow.cocci, facts.cocci, helpers.py by scripts/gen-cocci: do not edit
+// Generated from cocci/src/audit_sites.cocci.in, borrow.cocci, context.cocci, facts.cocci, helpers.py by scripts/gen-cocci: do not edit
 
 @initialize:python@
 @@
@@ -80,6 +80,110 @@ p << site.p;
 
 emit("pinned", p[0])
 
+// A pin on an alias of the mm (a local assigned from the field, or the field
+// from the local) is a pin of the borrowed mm: a fact per alias.
+@alias_assign exists@
+expression site.mm; position site.p; expression A;
+@@
+
+(
+mm = A;
+|
+A = mm;
+)
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm)
+
+@alias_decl exists@
+position site.p; expression A; type TA; identifier i;
+@@
+
+TA i = A;
+...
+\(kthread_use_mm@p\|use_mm@p\)(i)
+
+@alias_local exists@
+expression site.mm; position site.p; type TA; identifier A;
+@@
+
+TA A = mm;
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm)
+
+@unpinned_alias exists@
+expression site.mm; position site.p;
+expression A = {alias_assign.A, alias_decl.A};
+@@
+
+(
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+\(mmput(mm)\|mmput(A)\);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@unpinned_alias_local exists@
+expression site.mm; position site.p;
+identifier alias_local.A;
+@@
+
+(
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+\(mmput(mm)\|mmput(A)\);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@script:python depends on alias_assign && unpinned_alias@
+p << site.p;
+A << alias_assign.A;
+@@
+
+emit("alias_unpinned", p[0], alias=shown(A))
+
+@script:python depends on alias_assign && !unpinned_alias@
+p << site.p;
+A << alias_assign.A;
+@@
+
+emit("alias_pinned", p[0], alias=shown(A))
+
+@script:python depends on alias_decl && unpinned_alias@
+p << site.p;
+A << alias_decl.A;
+@@
+
+emit("alias_unpinned", p[0], alias=shown(A))
+
+@script:python depends on alias_decl && !unpinned_alias@
+p << site.p;
+A << alias_decl.A;
+@@
+
+emit("alias_pinned", p[0], alias=shown(A))
+
+@script:python depends on alias_local && unpinned_alias_local@
+p << site.p;
+A << alias_local.A;
+@@
+
+emit("alias_unpinned", p[0], alias=shown(A))
+
+@script:python depends on alias_local && !unpinned_alias_local@
+p << site.p;
+A << alias_local.A;
+@@
+
+emit("alias_pinned", p[0], alias=shown(A))
+
 // Evidence: the pins and releases on the same expression in the function.
 @pin@
 expression site.mm;
@@ -147,6 +251,147 @@ pa << owner.pa = [];
 
 emit("owner", p[0], type=str(T), field=str(fld), base=shown(xp or xs),
      alias_at=int(pa[0].line) if pa else None)
+
+// The running task's own mm, or the mm a kernel thread runs on lazily
+// (current->active_mm), directly or through a local.
+@current_origin exists@
+expression site.mm; position site.p; identifier fld; type TA; identifier i;
+position pa;
+@@
+
+(
+\(kthread_use_mm@p\|use_mm@p\)(current->fld);
+|
+mm@pa = current->fld;
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+TA i@pa = current->fld;
+...
+\(kthread_use_mm@p\|use_mm@p\)(i);
+)
+
+@script:python@
+p << site.p;
+fld << current_origin.fld;
+pa << current_origin.pa = [];
+@@
+
+emit("current", p[0], field=str(fld), alias_at=int(pa[0].line) if pa else None)
+
+// An mmput() of a local mm on a path to the borrow with no pin, and no new
+// value, after it.  (An expression with a field or an index can name
+// another object on the next turn of a loop: those are not followed.)
+@released exists@
+identifier mm;
+position site.p, pr;
+expression E;
+@@
+
+mmput@pr(mm);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != mm = E
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+
+@script:python@
+p << site.p;
+pr << released.pr;
+@@
+
+emit("released", p[0], at=int(pr[0].line))
+
+// The put that waits on itself: an mmput() of the mm after the borrow, then
+// an iocb completion, in the borrowing function (or in a function it calls
+// after the put, or in one that calls it).  If that mmput() drops the last
+// mm_users, __mmput() -> exit_aio() waits for every in-flight iocb of the
+// mm, this one included.
+@put_completes exists@
+expression site.mm; position site.p, pp, pk; expression E; expression list I;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+...
+mmput@pp(mm);
+... when any
+\(E->ki_complete@pk(I)\|ki_complete@pk(I)\|aio_complete@pk(I)\)
+
+@script:python@
+p << site.p;
+pp << put_completes.pp;
+pk << put_completes.pk;
+@@
+
+emit("put_completes", p[0], put=int(pp[0].line), at=int(pk[0].line))
+
+@put_after exists@
+expression site.mm; position site.p, pp;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+...
+mmput@pp(mm);
+
+@script:python@
+p << site.p;
+pp << put_after.pp;
+@@
+
+emit("put_after", p[0], at=int(pp[0].line))
+
+@put_calls exists@
+expression site.mm; position site.p, pp, pc; identifier g;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+...
+mmput@pp(mm);
+... when any
+g@pc(...)
+
+@script:python@
+p << site.p;
+pp << put_calls.pp;
+pc << put_calls.pc;
+g << put_calls.g;
+@@
+
+emit("put_calls", p[0], put=int(pp[0].line), at=int(pc[0].line), callee=str(g))
+
+@completes@
+expression E; expression list I; position pk;
+@@
+
+\(E->ki_complete@pk(I)\|ki_complete@pk(I)\|aio_complete@pk(I)\)
+
+@script:python@
+pk << completes.pk;
+@@
+
+emit("completes", pk[0])
+
+@script:python site_fn@
+p << site.p;
+fn;
+@@
+
+coccinelle.fn = p[0].current_element
+
+@called_completes depends on completes exists@
+identifier site_fn.fn; position pc, pk; expression E; expression list I;
+@@
+
+fn@pc(...)
+... when any
+\(E->ki_complete@pk(I)\|ki_complete@pk(I)\|aio_complete@pk(I)\)
+
+@script:python@
+p << site.p;
+pc << called_completes.pc;
+pk << called_completes.pk;
+@@
+
+emit("called_completes", p[0], call=int(pc[0].line), at=int(pk[0].line),
+     caller=pc[0].current_element)
 
 @param exists@
 position site.p;

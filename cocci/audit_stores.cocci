@@ -30,6 +30,13 @@ def shown(e):
     # A prefix operator follows no operand (a name, a literal, ")" or "]").
     return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
 
+def init_store(p, base, E, T):
+    """The facts of a store in an initializer: by its value alone."""
+    value = shown(E)
+    emit("store", p, base=base, value=value)
+    emit("type", p, type=str(T))
+    emit("pinned" if re.match(r"(get_task_mm|mm_alloc)\(", value) else "nopin", p)
+
 @store@
 identifier virtual.fld;
 expression X, E;
@@ -303,6 +310,65 @@ pf << freed_before_bio.pf;
 @@
 
 emit("freed_before", ps[0], at=int(pf[0].line))
+
+// A store in a designated initializer: "T x = { .fld = E }" or a compound
+// literal "(T){ .fld = E }".  Its value is all there is to it: a pin when
+// it is get_task_mm() or mm_alloc(); mm_count when an mmgrab() of it or of
+// x.fld follows the declaration.  A get taken before an initializer is not
+// followed: such a store is "nopin" (a finding errs towards review).
+@init_decl@
+identifier virtual.fld;
+expression E;
+position ps;
+type T;
+identifier x;
+@@
+
+T x = { ..., .fld@ps = E, ... };
+
+@script:python@
+ps << init_decl.ps;
+E << init_decl.E;
+T << init_decl.T;
+x << init_decl.x;
+@@
+
+init_store(ps[0], str(x), E, T)
+
+@init_literal@
+identifier virtual.fld;
+expression E;
+position ps;
+type T;
+@@
+
+\( (T){ ..., .fld@ps = E, ... } \)
+
+@script:python@
+ps << init_literal.ps;
+E << init_literal.E;
+T << init_literal.T;
+@@
+
+init_store(ps[0], "(%s){...}" % T, E, T)
+
+@init_grab exists@
+identifier virtual.fld, init_decl.x;
+expression init_decl.E;
+position init_decl.ps, pg;
+type init_decl.T;
+@@
+
+T x = { ..., .fld@ps = E, ... };
+...
+mmgrab@pg(\(E\|x.fld\))
+
+@script:python@
+ps << init_decl.ps;
+pg << init_grab.pg;
+@@
+
+emit("grab", ps[0], at=int(pg[0].line))
 
 // Last rule: the file was analyzed to the end.  A file without this fact
 // (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.

@@ -39,6 +39,9 @@ WHY = {"unreferenced": "a store to %s in this file takes no reference at all",
        "unresolved": "no mmget() on a path to the borrow and no store to %s in this file",
        "": "no mmget() on a path to the borrow and the mm does not come from a struct field"}
 
+SELF_WAIT = ("WARNING: mmput() before the iocb completes (put-in-completion): as the last "
+             "mm_users it waits in exit_aio() for this iocb; use mmput_async()")
+
 def message(C, T, fld, grab, bare):
     kind = "unreferenced" if bare else "grab-only" if grab else "unresolved"
     field = "%s.%s" % ("an anonymous struct" if "{" in str(T) else T, fld)
@@ -74,6 +77,75 @@ T2 alias@pa = \(xp->fld\|xs.fld\);
 ...
 \(kthread_use_mm@p\|use_mm@p\)(alias);
 )
+
+// A pin on an alias of the mm (a local assigned from the field, or the field
+// from a local) is a pin of the borrowed mm.
+@alias_assign exists@
+expression unpinned.mm; position unpinned.p; expression A;
+@@
+
+(
+mm = A;
+|
+A = mm;
+)
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm)
+
+@alias_decl exists@
+position unpinned.p; expression A; type TA; identifier i;
+@@
+
+TA i = A;
+...
+\(kthread_use_mm@p\|use_mm@p\)(i)
+
+@alias_local exists@
+expression unpinned.mm; position unpinned.p; type TA; identifier A;
+@@
+
+TA A = mm;
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm)
+
+@unpinned_alias exists@
+expression unpinned.mm; position unpinned.p;
+expression A = {alias_assign.A, alias_decl.A};
+@@
+
+(
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+\(mmput(mm)\|mmput(A)\);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@unpinned_alias_local exists@
+expression unpinned.mm; position unpinned.p;
+identifier alias_local.A;
+@@
+
+(
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+\(mmput(mm)\|mmput(A)\);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+    when != \(mmget(A)\|mmget_not_zero(A)\|A = get_task_mm(...)\|A = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@alias_pinned depends on (alias_assign || alias_decl) && !unpinned_alias ||
+  alias_local && !unpinned_alias_local@
+position unpinned.p; identifier b;
+@@
+
+b@p(...)
 
 // The stores to the owning field, by what they hold.
 @null_store@
@@ -146,7 +218,7 @@ position ps != {null_store.ps, pinned_store.ps, users_dropped_store.ps, held_bef
 
 // Grab-only: every store holds mm_count, none holds nothing.
 @grab_only depends on !context && (unpinned_store || users_dropped_store) && !pinned_store &&
-  !bare_store@
+  !bare_store && !alias_pinned@
 position unpinned.p; identifier b;
 @@
 
@@ -158,13 +230,13 @@ position unpinned.p; identifier b;
 
 b@p(...)
 
-@ctx depends on context && !pinned_store@
+@ctx depends on context && !pinned_store && !alias_pinned@
 expression unpinned.mm; position unpinned.p;
 @@
 
 * \(kthread_use_mm@p\|use_mm@p\)(mm);
 
-@script:python depends on report && !pinned_store@
+@script:python depends on report && !pinned_store && !alias_pinned@
 p << unpinned.p;
 C << unpinned.C;
 T << owner.T = "";
@@ -175,7 +247,7 @@ bare << bare_site.b = "";
 
 coccilib.report.print_report(p[0], message(C, T, fld, grab, bare))
 
-@script:python depends on org && !pinned_store@
+@script:python depends on org && !pinned_store && !alias_pinned@
 p << unpinned.p;
 C << unpinned.C;
 T << owner.T = "";
@@ -185,6 +257,37 @@ bare << bare_site.b = "";
 @@
 
 coccilib.org.print_todo(p[0], message(C, T, fld, grab, bare).replace("[", "@(").replace("]", ")"))
+
+// A put that waits on itself: an mmput() after the borrow, then the iocb's
+// completion.  If it drops the last mm_users, __mmput() -> exit_aio() waits
+// for every in-flight iocb of the mm, this one included.
+@self_wait depends on !patch exists@
+expression mm; position p, pp; expression E; expression list I;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+...
+mmput@pp(mm);
+... when any
+\(E->ki_complete(I)\|ki_complete(I)\|aio_complete(I)\)
+
+@depends on context@
+expression self_wait.mm; position self_wait.pp;
+@@
+
+* mmput@pp(mm);
+
+@script:python depends on report@
+pp << self_wait.pp;
+@@
+
+coccilib.report.print_report(pp[0], SELF_WAIT)
+
+@script:python depends on org@
+pp << self_wait.pp;
+@@
+
+coccilib.org.print_todo(pp[0], SELF_WAIT)
 
 // Patch mode: the grab-only wrap of a region with no other exit, where no lock,
 // RCU or irqs-off section covers the borrow and no iocb is completed after it

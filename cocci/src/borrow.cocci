@@ -101,3 +101,67 @@ $fail
 ... when != return ...;
     when != goto label;
 //% end
+
+// The aliases of the borrowed mm (FROM.mm at FROM.p): an expression A that
+// holds the same pointer at the borrow, because the mm was assigned from it,
+// or it from the mm, or a local was initialised from it.  A pin of an alias
+// is a pin of the borrowed mm.  Rule ANY (an expression set) collects them.
+//% alias_rules(from)
+@alias_assign exists@
+expression $from.mm; position $from.p; expression A;
+@@
+
+(
+mm = A;
+|
+A = mm;
+)
+...
+{{borrow @p}}(mm)
+
+@alias_decl exists@
+position $from.p; expression A; type TA; identifier i;
+@@
+
+TA i = A;
+...
+{{borrow @p}}(i)
+
+@alias_local exists@
+expression $from.mm; position $from.p; type TA; identifier A;
+@@
+
+TA A = mm;
+...
+{{borrow @p}}(mm)
+//% end
+
+// The borrow at FROM.p, reached by a path that pins neither its mm nor
+// alias A (the fragment ALIAS declares it, inherited from the alias rules): from the
+// entry, or from an mmput() of either.  A spatch set of expressions cannot
+// hold an identifier, so a local initialised from the mm has a rule of its own.
+//% alias_expressions()
+expression A = {alias_assign.A, alias_decl.A};
+//% end
+
+//% alias_identifier()
+identifier alias_local.A;
+//% end
+
+//% unpinned_alias_rule(from, name, alias)
+@$name exists@
+expression $from.mm; position $from.p;
+{{$alias}}
+@@
+
+(
+... when != {{pin mm}}
+    when != {{pin A}}
+{{borrow @p}}(mm);
+|
+\(mmput(mm)\|mmput(A)\);
+... when != {{pin mm}}
+    when != {{pin A}}
+{{borrow @p}}(mm);
+)
+//% end

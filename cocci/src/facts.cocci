@@ -58,3 +58,20 @@ emit("pin", $key[0], how=str(how), at=int($pos[0].line), at_func=$pos[0].current
 
 print("MMAUDIT " + json.dumps({"kind": "done", "files": cocci.files()}), flush=True)
 //% end
+
+// The facts of the aliases that rule ALIAS found: pinned or not, by rule UNPINNED.
+//% alias_facts(alias, unpinned)
+@script:python depends on $alias && $unpinned@
+p << site.p;
+A << $alias.A;
+@@
+
+emit("alias_unpinned", p[0], alias=shown(A))
+
+@script:python depends on $alias && !$unpinned@
+p << site.p;
+A << $alias.A;
+@@
+
+emit("alias_pinned", p[0], alias=shown(A))
+//% end

@@ -7,7 +7,8 @@ import os
 import sys
 import time
 
-from . import VERSION, UsageError, facts as factsmod, scan, spatch, tree as treemod
+from . import VERSION, UsageError, coverage as coveragemod, facts as factsmod, scan, spatch, \
+    tree as treemod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
@@ -159,7 +160,11 @@ def judge_owner(site, owner, stores, failed=None):
     """Verdict for a borrow of owner's field, from all stores of that field.
     FAILED: {field: {file: reason}} of the store searches that did not finish."""
     typ, field = owner["type"], owner["field"]
-    missed = (failed or {}).get(field)
+    tag = typ.split()[-1] if typ and "{" not in typ else None
+    # A file that cannot hold a store to this struct (it never names its
+    # tag) does not matter to it.
+    missed = {rel: why for rel, (why, tags) in (failed or {}).get(field, {}).items()
+              if tag is None or tags is None or tag in tags}
     if missed:
         return ("unanalyzed", "Low", "the stores to %s.%s could not all be analyzed: %s"
                 % (_type_name(typ), field, _files_and_reasons(missed)), [])
@@ -250,16 +255,23 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
 
 def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
     sites = {}
+    completing = collections.defaultdict(set)     # file: functions that complete an iocb
     for f in site_facts:
         if f["kind"] == "site":
             sites[_key(f)] = dict(file=f["file"], line=f["line"], col=f["col"], func=f["func"],
-                                  api=f["api"], mm=f["mm"], pins=[], releases=[])
+                                  api=f["api"], mm=f["mm"], pins=[], releases=[],
+                                  facts=collections.defaultdict(list))
+        elif f["kind"] == "completes" and f["func"]:
+            completing[f["file"]].add(f["func"])
     for f in site_facts:
         s = sites.get(_key(f))
         if s is None:
             continue
         if f["kind"] in ("unpinned", "pinned"):
             s[f["kind"]] = True
+        elif f["kind"] in ("alias_pinned", "current", "released", "put_after", "put_completes",
+                           "put_calls", "called_completes"):
+            s["facts"][f["kind"]].append(f)
         elif f["kind"] == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
             s["pins"].append((f["how"], f["at"]))
         elif f["kind"] == "release" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
@@ -282,6 +294,20 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             for how, at in pins[:1]:
                 chain.append(_step(s["file"], at, "%s — %s() pins the mm" % (code(s["file"], at), how)))
             verdict, conf, reason = "pinned", "High", "an mm_users reference is taken on every path to the borrow"
+        elif s["facts"]["alias_pinned"]:
+            alias = min(f["alias"] for f in s["facts"]["alias_pinned"])
+            verdict, conf, reason = ("pinned", "High",
+                                     "an mm_users reference is taken on every path to the borrow, "
+                                     "on %s, which holds the same mm" % alias)
+        elif s["facts"]["released"]:
+            at = max(f["at"] for f in s["facts"]["released"])
+            chain.append(_step(s["file"], at, "%s — the mm_users reference ends here" % code(s["file"], at)))
+            verdict, conf, reason = ("unreferenced", "Moderate",
+                                     "mmput() at line %d ends the mm_users reference on a path to "
+                                     "the borrow, and nothing pins the mm again before it" % at)
+        elif _current_origin(s):
+            verdict, conf, reason, steps = _current_origin(s)
+            chain = [_step(s["file"], at, code(s["file"], at) + " — local alias") for at in steps]
         else:
             for at in sorted(s["releases"])[-1:]:
                 chain.append(_step(s["file"], at, "%s — the pin ends before the borrow" % code(s["file"], at)))
@@ -307,10 +333,61 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             else:
                 verdict, conf, reason = ("review", "Low",
                                          "no mm_users reference on a path to the borrow, and the mm's origin is not a struct field or parameter")
+        hazards = put_in_completion(s, completing[s["file"]], code) if verdict == "pinned" else []
         results.append(dict(file=s["file"], line=s["line"], column=s["col"], function=s["func"],
                             api=s["api"], mm=s["mm"], verdict=verdict, confidence=conf,
-                            reason=reason, evidence=chain + [where]))
+                            reason=reason, evidence=chain + [where], hazards=hazards))
     return results
+
+
+def _current_origin(site):
+    """(verdict, confidence, reason, alias lines) for a borrow of the running
+    task's mm or active_mm, or None."""
+    facts = site["facts"]["current"]
+    fields = {f["field"] for f in facts}
+    aliases = sorted({f["alias_at"] for f in facts if f["alias_at"]})
+    if fields == {"active_mm"}:
+        # A kernel thread has no mm of its own: active_mm is the mm it runs
+        # on lazily, kept by mm_count (mmgrab() in the context switch) at most.
+        return ("grab-only", "Moderate",
+                "the mm is current->active_mm, the lazy-TLB mm of the running kernel thread: "
+                "it is held through mm_count at most, never mm_users", aliases)
+    if fields == {"mm"}:
+        return ("pinned", "Moderate",
+                "the mm is current->mm, held by the running task's own mm_users reference "
+                "until the task exits: pinned only while the borrow ends before %s() returns "
+                "to the task" % site["func"], aliases)
+    return None
+
+
+def put_in_completion(site, completing, code):
+    """The put that waits on itself: after the borrow, an mmput() that can
+    drop the last mm_users while the function's own iocb is in flight."""
+    facts = site["facts"]
+    found = []      # (put line, completion line, how)
+    for f in facts["put_completes"]:
+        found.append((f["put"], f["at"], "%s() completes the iocb at line %d"
+                      % (site["func"], f["at"])))
+    for f in facts["put_calls"]:
+        if f["callee"] in completing and f["callee"] != site["func"]:
+            found.append((f["put"], f["at"], "%s() then calls %s() at line %d, which completes "
+                          "the iocb" % (site["func"], f["callee"], f["at"])))
+    puts = sorted({f["at"] for f in facts["put_after"]})
+    for f in facts["called_completes"]:
+        for put in puts[:1]:
+            found.append((put, f["at"], "%s() calls %s() at line %d and completes the iocb "
+                          "at line %d" % (f["caller"], site["func"], f["call"], f["at"])))
+    if not found:
+        return []
+    put, at, how = min(found)
+    return [{"kind": "put-in-completion",
+             "reason": "mmput() at line %d can drop the last mm_users reference while the "
+                       "iocb is still in flight (%s): __mmput() -> exit_aio() waits for every "
+                       "in-flight iocb of the mm, this one included, so the worker would wait "
+                       "for itself; mmput_async() defers the teardown" % (put, how),
+             "evidence": [_step(site["file"], put, "%s — the put, before the iocb completes"
+                                % code(site["file"], put)),
+                          _step(site["file"], at, "%s — the iocb's completion" % code(site["file"], at))]}]
 
 
 def in_shard(files, shard):
@@ -347,13 +424,22 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
     params = sorted({(f["callee"], f["index"]) for f in site_facts if f["kind"] == "param"
                      and _key(f) in unpinned and _key(f) not in with_owner})
     caller_facts, failed_callers = {}, {}
+    cover = coveragemod.Coverage(tree, timeout)
     for callee, index in params:
         files = scan.caller_files(tree, callee, unreadable)
         progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
-        facts, failed_callers[(callee, index)] = runner.run(CALLERS_RULE, files,
-                                                            defines=["callee=" + callee])
+        facts, failed = runner.run(CALLERS_RULE, files, defines=["callee=" + callee])
+        failed_callers[(callee, index)] = failed
         calls = {_key(f) for f in facts if f["kind"] == "call" and f["index"] == index}
         caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls]
+        seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "call"}
+        for rel in files:
+            if rel not in failed:
+                missed = cover.missing(rel, *coveragemod.call_candidates(tree, rel, callee),
+                                       seen_lines={l for r, l in seen if r == rel},
+                                       what="a call of %s()" % callee)
+                if missed:
+                    failed[rel] = _unseen_reason("the call", missed)
     every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
     unpinned |= {_key(f) for f in every_fact if f["kind"] == "unpinned"}
     owners = [o for o in every_fact if o["kind"] == "owner" and _key(o) in unpinned]
@@ -374,6 +460,17 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
         for k, s in collect_stores(facts).items():
             s["field"] = field
             stores[k + (field,)] = s
+        seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "store"}
+        for rel in store_files:
+            if rel not in failed_stores[field]:
+                missed = cover.missing(rel, *coveragemod.store_candidates(tree, rel, field),
+                                       seen_lines={l for r, l in seen if r == rel},
+                                       what="a store to .%s" % field)
+                if missed:
+                    failed_stores[field][rel] = _unseen_reason("the store", missed)
+    for field, files in failed_stores.items():
+        files.update((rel, (why, scan.tags_in(tree, rel, field_tags[field])))
+                     for rel, why in files.items())
     progress("pass 2: %d stores" % len(stores))
     code = SourceLines(tree)
     for s in stores.values():
@@ -383,10 +480,13 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                                 code=code, failed_callers=failed_callers,
                                 failed_stores=failed_stores)
     results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores)
-    failed = account_for_every_call(tree, textual, results, runner.failed)
-    failed |= set(runner.failed)
+    failed = account_for_every_call(tree, textual, results, runner.failed, cover.errors_of)
+    failed.update(runner.failed)
+    for rel, why in cover.file_reasons().items():
+        failed[rel] = "; ".join(filter(None, (failed.get(rel), why)))
     stats = {"files_searched": searched, "files_with_borrows": len(candidates),
-             "files_parsed": len(set(to_parse) - failed), "files_failed": sorted(failed),
+             "files_parsed": len(set(to_parse) - set(failed)),
+             "files_failed": [{"file": rel, "reason": why} for rel, why in sorted(failed.items())],
              "files_unreadable": sorted(unreadable), "store_files": len(store_files)}
     data = assemble(spatch_version, {"source": source, "version": treemod.kernel_version(tree)},
                     stats, results)
@@ -399,16 +499,19 @@ def only_code(site_facts, textual):
     """The facts of the calls the compiler sees: spatch does not know that a
     backslash continues a // comment, nor always skip #if 0."""
     lines = {(rel, line) for rel, calls in textual.items() for line, _, _, _ in calls}
-    return [f for f in site_facts if (f["file"], f["line"]) in lines]
+    # "completes" facts are about the file, keyed by the completion itself.
+    return [f for f in site_facts if (f["file"], f["line"]) in lines
+            or (f["kind"] == "completes" and f["file"] in textual)]
 
 
-def account_for_every_call(tree, textual, results, why_failed):
+def account_for_every_call(tree, textual, results, why_failed, errors_of=lambda rel: []):
     """Coverage: every textual call appears in RESULTS, analyzed or not.
-    WHY_FAILED: {file: reason} of the files spatch did not finish.
+    WHY_FAILED: {file: reason} of the files spatch did not finish;
+    ERRORS_OF(file): spatch's parse errors in it.
 
     Returns the files with a call spatch did not match."""
     matched = {(r["file"], r["line"]): r for r in results}
-    failed = set()
+    failed = {}
     for rel, calls in sorted(textual.items()):
         for line, col, api, in_macro in calls:
             r = matched.get((rel, line))
@@ -422,13 +525,18 @@ def account_for_every_call(tree, textual, results, why_failed):
             elif r:
                 continue
             else:
-                failed.add(rel)
                 macro = None
-                reason = why_failed.get(rel) or "spatch did not match this call (parse failure)"
+                reason = why_failed.get(rel) or "spatch did not match this call: " + \
+                    coveragemod.why_unseen(tree, rel, line, set(), errors_of)
+                failed[rel] = reason
             results.append(dict(file=rel, line=line, column=col, function=macro, api=api,
                                 mm=None, verdict="unanalyzed", confidence="Low",
-                                reason=reason, evidence=[]))
+                                reason=reason, evidence=[], hazards=[]))
     return failed
+
+
+def _unseen_reason(what, missed):
+    return "; ".join("%s at line %d was not analyzed: %s" % (what, line, why) for line, why in missed)
 
 
 def display_path(path):
@@ -442,17 +550,20 @@ def assemble(spatch_version, tree_info, stats, results):
         for key in ("file", "function", "mm", "reason"):
             if r[key] is not None:
                 r[key] = display_path(r[key])
-        for step in r["evidence"]:
+        for step in r["evidence"] + [st for h in r["hazards"] for st in h["evidence"]]:
             step["file"] = display_path(step["file"])
             step["what"] = display_path(step["what"])
-    for key in ("files_failed", "files_unreadable"):
-        stats[key] = sorted(display_path(f) for f in stats[key])
+        for h in r["hazards"]:
+            h["reason"] = display_path(h["reason"])
+    stats["files_failed"] = sorted(({"file": display_path(f["file"]), "reason": display_path(f["reason"])}
+                                    for f in stats["files_failed"]), key=lambda f: f["file"])
+    stats["files_unreadable"] = sorted(display_path(f) for f in stats["files_unreadable"])
     results = sorted(results, key=lambda r: (r["file"], r["line"], r["column"]))
     summary = collections.OrderedDict((v, 0) for v in VERDICTS)
     for r in results:
         summary[r["verdict"]] += 1
     return collections.OrderedDict([
-        ("schema", "mmaudit-findings/1"),
+        ("schema", "mmaudit-findings/2"),
         ("tool", {"name": "mmaudit", "version": VERSION, "spatch": spatch_version}),
         ("tree", tree_info),
         ("stats", stats),
@@ -474,7 +585,7 @@ def merge(shards):
         if (s["tree"], s["tool"], s["shard"]["count"]) != (first["tree"], first["tool"], count):
             raise UsageError("shards come from different trees or tool versions")
     store_files = set()
-    failed = set()
+    failed = {}
     parsed = 0
     sites = set()
     for s in shards:
@@ -484,11 +595,13 @@ def merge(shards):
         sites |= mine
     for s in shards:
         store_files.update(s["shard"]["store_files"])
-        failed.update(s["stats"]["files_failed"])
+        for f in s["stats"]["files_failed"]:
+            failed[f["file"]] = "; ".join(filter(None, (failed.get(f["file"]), f["reason"])))
         parsed += s["stats"]["files_parsed"]
     stats = {"files_searched": first["stats"]["files_searched"],
              "files_with_borrows": first["stats"]["files_with_borrows"],
-             "files_parsed": parsed, "files_failed": sorted(failed),
+             "files_parsed": parsed,
+             "files_failed": [{"file": f, "reason": why} for f, why in sorted(failed.items())],
              "files_unreadable": first["stats"]["files_unreadable"],
              "store_files": len(store_files)}
     return assemble(first["tool"]["spatch"], first["tree"], stats,

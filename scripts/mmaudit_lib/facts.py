@@ -39,6 +39,15 @@ KINDS = {
     "indirect": {"how": str, "at": int},
     "guard": {"cond": str, "branch": str},
     "freed_before": {"at": int},
+    "alias_pinned": {"alias": str},
+    "alias_unpinned": {"alias": str},
+    "current": {"field": str, "alias_at": _OPT_INT},
+    "released": {"at": int},
+    "put_after": {"at": int},
+    "put_completes": {"put": int, "at": int},
+    "put_calls": {"put": int, "at": int, "callee": str},
+    "completes": {},
+    "called_completes": {"call": int, "at": int, "caller": _OPT_STR},
 }
 
 

@@ -95,6 +95,15 @@ def store_files(tree, field_tags, unreadable=None):
     return sorted(chosen)
 
 
+def tags_in(tree, rel, tags):
+    """The struct tags of TAGS that REL names (as words), or None if it
+    cannot be read: then it might name any."""
+    text = _read_text(tree, rel, None)
+    if text is None:
+        return None
+    return frozenset(t for t in tags if re.search(r"\b%s\b" % re.escape(t), text))
+
+
 def _read_text(tree, rel, unreadable):
     """The file as latin-1 text (one char per byte), or None if it cannot be read."""
     try:

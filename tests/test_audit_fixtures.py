@@ -28,6 +28,24 @@ SHAPES = {
     "get_task_mm_grab_put": ["grab-only"],
     "no_call_sites": [],
     "unparsable_file": ["unanalyzed"],
+    "store_function_unparsable": ["unanalyzed"],
+    "caller_function_unparsable": ["unanalyzed"],
+    "active_mm_kthread": ["grab-only", "grab-only"],
+    "current_mm_process": ["pinned"],
+    "released_local_pin": ["unreferenced"],
+    "sva_bond_holder": ["grab-only"],
+    "mmu_notifier_holder": ["grab-only"],
+    "alias_shares_pin": ["pinned", "pinned", "grab-only"],
+    "put_in_completion": ["pinned", "pinned", "pinned"],
+    "put_in_completion_safe": ["pinned", "pinned", "pinned"],
+    "designated_initializer_store": ["unreferenced"],
+}
+
+# The hazards each fixture exists for, per site.
+HAZARDS = {
+    "put_in_completion": [["put-in-completion"]] * 3,
+    "put_in_completion_safe": [[], [], []],
+    "alias_shares_pin": [[], [], []],
 }
 
 
@@ -44,9 +62,42 @@ def test_cross_file_evidence_names_the_store():
     assert ("create.c", 9) in steps and ("worker.c", 9) in steps
 
 
+@pytest.mark.parametrize("name", sorted(HAZARDS))
+def test_fixture_hazards(name):
+    data = json.loads(support.audit_fixture_json(name))
+    assert [[h["kind"] for h in s["hazards"]] for s in data["sites"]] == HAZARDS[name]
+
+
 def test_unparsable_file_is_counted():
     data = json.loads(support.audit_fixture_json("unparsable_file"))
-    assert data["stats"]["files_failed"] == ["broken.c"]
+    assert [f["file"] for f in data["stats"]["files_failed"]] == ["broken.c"]
+    assert "parse error at line 3" in data["stats"]["files_failed"][0]["reason"]
+
+
+@pytest.mark.parametrize("name, file, line", [("store_function_unparsable", "open.c", 9),
+                                              ("caller_function_unparsable", "helper.c", 20)])
+def test_unparsed_store_or_call_is_named(name, file, line):
+    """A store or call in a function spatch dropped: the verdict says which,
+    with spatch's parse error, and the file is counted as failed."""
+    data = json.loads(support.audit_fixture_json(name))
+    failed = {f["file"]: f["reason"] for f in data["stats"]["files_failed"]}
+    assert "at line %d" % line in failed[file] and "UNKNOWN_ASM_TEXT" in failed[file]
+    reason = data["sites"][0]["reason"]
+    assert file in reason and "at line %d" % line in reason and "no store" not in reason
+
+
+def test_released_pin_names_the_put():
+    data = json.loads(support.audit_fixture_json("released_local_pin"))
+    assert "mmput() at line 9" in data["sites"][0]["reason"]
+    assert ("put.c", 9) in [(e["file"], e["line"]) for e in data["sites"][0]["evidence"]]
+
+
+def test_hazard_names_put_completion_and_exit_aio():
+    data = json.loads(support.audit_fixture_json("put_in_completion"))
+    first = data["sites"][0]["hazards"][0]
+    assert "mmput() at line 18" in first["reason"] and "line 20" in first["reason"]
+    assert "exit_aio()" in first["reason"]
+    assert [e["line"] for e in first["evidence"]] == [18, 20]
 
 
 def test_mixed_stores_name_the_condition():

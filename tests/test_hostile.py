@@ -69,7 +69,7 @@ def test_timeout_is_unanalyzed_and_not_cached(tmp_path):
         code, data = audit_json(tree, "--timeout", "2", "-j", "1", env=env)
         site, = data["sites"]
         assert site["verdict"] == "unanalyzed" and code == 1
-        assert data["stats"]["files_failed"] == ["big.c"]
+        assert [f["file"] for f in data["stats"]["files_failed"]] == ["big.c"]
 
 
 FAKE_SPATCH = """#!%s
@@ -97,7 +97,7 @@ def test_killed_spatch_is_unanalyzed(tmp_path):
     code, data = audit_json(tmp_path / "tree", "--no-cache", env=env)
     site, = data["sites"]
     assert site["verdict"] == "unanalyzed" and "killed" in site["reason"]
-    assert code == 1 and data["stats"]["files_failed"] == ["a.c"]
+    assert code == 1 and [f["file"] for f in data["stats"]["files_failed"]] == ["a.c"]
 
 
 # --- The fact cache is checked, never trusted -------------------------------

@@ -299,8 +299,8 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             verdict, conf, reason = ("pinned", "High",
                                      "an mm_users reference is taken on every path to the borrow, "
                                      "on %s, which holds the same mm" % alias)
-        elif s["facts"]["released"]:
-            at = max(f["at"] for f in s["facts"]["released"])
+        elif _own_pin_released(s):
+            at = _own_pin_released(s)
             chain.append(_step(s["file"], at, "%s — the mm_users reference ends here" % code(s["file"], at)))
             verdict, conf, reason = ("unreferenced", "Moderate",
                                      "mmput() at line %d ends the mm_users reference on a path to "
@@ -338,6 +338,16 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
                             api=s["api"], mm=s["mm"], verdict=verdict, confidence=conf,
                             reason=reason, evidence=chain + [where], hazards=hazards))
     return results
+
+
+def _own_pin_released(site):
+    """The line of the mmput() that ends, before the borrow, the reference a
+    get_task_mm() or mm_alloc() of this function gave the mm; or None.  (A
+    balanced mmget()/mmput() leaves the mm as the callers or owner hold it.)"""
+    released = [f["at"] for f in site["facts"]["released"]]
+    owned = [at for how, at in site["pins"] if how in ("get_task_mm", "mm_alloc")]
+    ends = [at for at in released if any(o < at for o in owned)]
+    return max(ends) if ends else None
 
 
 def _current_origin(site):

@@ -39,9 +39,6 @@ WHY = {"unreferenced": "a store to %s in this file takes no reference at all",
        "unresolved": "no mmget() on a path to the borrow and no store to %s in this file",
        "": "no mmget() on a path to the borrow and the mm does not come from a struct field"}
 
-SELF_WAIT = ("WARNING: mmput() before the iocb completes (put-in-completion): as the last "
-             "mm_users it waits in exit_aio() for this iocb; use mmput_async()")
-
 def message(C, T, fld, grab, bare):
     kind = "unreferenced" if bare else "grab-only" if grab else "unresolved"
     field = "%s.%s" % ("an anonymous struct" if "{" in str(T) else T, fld)
@@ -257,37 +254,6 @@ bare << bare_site.b = "";
 @@
 
 coccilib.org.print_todo(p[0], message(C, T, fld, grab, bare).replace("[", "@(").replace("]", ")"))
-
-// A put that waits on itself: an mmput() after the borrow, then the iocb's
-// completion.  If it drops the last mm_users, __mmput() -> exit_aio() waits
-// for every in-flight iocb of the mm, this one included.
-@self_wait depends on !patch exists@
-expression mm; position p, pp; expression E; expression list I;
-@@
-
-\(kthread_use_mm@p\|use_mm@p\)(mm);
-...
-mmput@pp(mm);
-... when any
-\(E->ki_complete(I)\|ki_complete(I)\|aio_complete(I)\)
-
-@depends on context@
-expression self_wait.mm; position self_wait.pp;
-@@
-
-* mmput@pp(mm);
-
-@script:python depends on report@
-pp << self_wait.pp;
-@@
-
-coccilib.report.print_report(pp[0], SELF_WAIT)
-
-@script:python depends on org@
-pp << self_wait.pp;
-@@
-
-coccilib.org.print_todo(pp[0], SELF_WAIT)
 
 // Patch mode: the grab-only wrap of a region with no other exit, where no lock,
 // RCU or irqs-off section covers the borrow and no iocb is completed after it

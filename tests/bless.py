@@ -21,6 +21,11 @@ for (name, mode), out in sorted(support.all_rule_outputs().items()):
 for name, out in sorted(support.all_fix_outputs().items()):
     with open(support.expected_path(name, "fix"), "w") as f:
         f.write(out)
+import test_put_in_completion_rule as completion  # noqa: E402
+for name in completion.fixtures():
+    for mode in completion.MODES:
+        with open(completion.expected_path(name, mode), "w") as f:
+            f.write(completion.output(name, mode))
 for name in support.audit_fixtures():
     with open(os.path.join(support.AUDIT_FIXTURES, name, "expected.json"), "w") as f:
         f.write(support.audit_fixture_json(name))

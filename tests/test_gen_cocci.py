@@ -45,7 +45,7 @@ def _read(path):
 
 def test_every_rule_is_generated():
     assert RULES == sorted(t[:-len(".in")] for t in gen.templates())
-    assert "use_mm.cocci" in RULES and len(RULES) == 7
+    assert "use_mm.cocci" in RULES and len(RULES) == 8
 
 
 def test_regeneration_gives_the_same_bytes(tmp_path):

@@ -165,3 +165,10 @@ expression $from.mm; position $from.p;
 {{borrow @p}}(mm);
 )
 //% end
+
+// The coccicheck modes of a drop-in rule that reports (patch is its own).
+//% report_modes()
+virtual context
+virtual org
+virtual report
+//% end

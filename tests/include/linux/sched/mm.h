@@ -9,6 +9,7 @@ void mmdrop(struct mm_struct *mm);
 void mmget(struct mm_struct *mm);
 bool mmget_not_zero(struct mm_struct *mm);
 void mmput(struct mm_struct *mm);
+void mmput_async(struct mm_struct *mm);
 struct mm_struct *get_task_mm(struct task_struct *task);
 struct mm_struct *mm_alloc(void);
 

@@ -393,6 +393,40 @@ pk << called_completes.pk;
 emit("called_completes", p[0], call=int(pc[0].line), at=int(pk[0].line),
      caller=pc[0].current_element)
 
+// An owner one field further: x->f1->fld, whose f1 is typed in a header
+// spatch does not read (--no-includes); scripts/mmaudit resolves f1's
+// struct from the tree's declarations.
+@owner_chain exists@
+expression site.mm; position site.p;
+type T, T2; T *xp; T xs; identifier f1, fld, alias; position pa;
+@@
+
+(
+\(kthread_use_mm@p\|use_mm@p\)(\(xp->f1->fld\|xp->f1.fld\|xs.f1->fld\|xs.f1.fld\));
+|
+mm@pa = \(xp->f1->fld\|xp->f1.fld\|xs.f1->fld\|xs.f1.fld\);
+...
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+T2 alias@pa = \(xp->f1->fld\|xp->f1.fld\|xs.f1->fld\|xs.f1.fld\);
+...
+\(kthread_use_mm@p\|use_mm@p\)(alias);
+)
+
+@script:python depends on !owner@
+p << site.p;
+T << owner_chain.T;
+f1 << owner_chain.f1;
+fld << owner_chain.fld;
+xp << owner_chain.xp = "";
+xs << owner_chain.xs = "";
+pa << owner_chain.pa = [];
+@@
+
+emit("owner_chain", p[0], root=str(T), via=str(f1), field=str(fld),
+     base="%s%s%s" % (shown(xp or xs), "->" if xp else ".", f1),
+     alias_at=int(pa[0].line) if pa else None)
+
 @param exists@
 position site.p;
 identifier fn, pm;

@@ -71,6 +71,27 @@ T << typed.T;
 
 emit("type", ps[0], type=str(T))
 
+// A store one field further (x->f1.fld): the struct of f1 is resolved by
+// scripts/mmaudit from the tree's declarations.
+@typed_chain depends on !typed@
+identifier virtual.fld;
+type T;
+T *yp;
+T ys;
+identifier f1;
+position store.ps;
+@@
+
+\(yp->f1->fld@ps\|yp->f1.fld@ps\|ys.f1->fld@ps\|ys.f1.fld@ps\) = ...
+
+@script:python@
+ps << store.ps;
+T << typed_chain.T;
+f1 << typed_chain.f1;
+@@
+
+emit("type_chain", ps[0], root=str(T), via=str(f1))
+
 // A path from the entry to the store that takes no mm_users reference on
 // the stored value.
 @nopin exists@

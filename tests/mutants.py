@@ -666,6 +666,7 @@ static void vas_user_win_ref_set_mm(struct vas_user_win_ref *task_ref)
         why="the window open path records the opener's mm with no reference"),
     mutant("vas-61-bare-store-member", "6.1", VAS, "vas_update_csb", "change", "unreferenced", [
         insert_after(VAS, VAS_OPEN_INIT, "\ttxwin->task_ref.mm = current->mm;\n")],
+        extra=["arch/powerpc/include/asm/vas.h"],
         why="the window open path records the opener's mm with no reference, "
             "through the window's embedded task_ref"),
     mutant("vas-612-comments", "6.12", VAS, "vas_update_csb", "keep", "grab-only", [

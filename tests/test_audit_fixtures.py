@@ -39,6 +39,9 @@ SHAPES = {
     "put_in_completion": ["pinned", "pinned", "pinned"],
     "put_in_completion_safe": ["pinned", "pinned", "pinned"],
     "designated_initializer_store": ["unreferenced"],
+    "owner_through_header_type": ["grab-only"],
+    "store_through_header_type": ["unreferenced"],
+    "store_of_unknown_struct": ["unanalyzed"],
 }
 
 # The hazards each fixture exists for, per site.

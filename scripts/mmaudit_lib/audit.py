@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import VERSION, UsageError, coverage as coveragemod, facts as factsmod, scan, spatch, \
-    tree as treemod
+    tree as treemod, types as typesmod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
@@ -111,6 +111,8 @@ def collect_stores(facts):
         kind = f["kind"]
         if kind == "type":
             s["type"] = f["type"]
+        elif kind == "type_chain":
+            s["chain"] = (f["root"], f["via"])
         elif kind in ("nopin", "pinned"):
             s[kind] = True
         elif kind == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
@@ -173,6 +175,15 @@ def judge_owner(site, owner, stores, failed=None):
                  (s["file"] == site["file"] and s["base"] == owner["base"]))]
     mine.sort(key=lambda s: (s["file"], s["line"], s["col"]))
     label = "%s.%s" % (_type_name(typ), field)
+    # A store whose struct spatch could not tell, in a file that names this
+    # struct, might be one of its stores: the verdict cannot rest without it.
+    unsure = sorted((s["file"], s["line"]) for s in stores
+                    if s["field"] == field and not s["type"] and s["value"] != "NULL"
+                    and s not in mine and tag and tag in (s.get("names") or ()))
+    if unsure:
+        return ("unanalyzed", "Low", "%d store(s) to .%s of a struct spatch could not tell "
+                "may be stores to %s: %s" % (len(unsure), field, label,
+                                             ", ".join("%s:%d" % u for u in unsure[:3])), [])
     if not mine:
         return ("review", "Low", "no store to %s was found in the tree" % label, [])
     classes = [(classify_store(s), s) for s in mine]
@@ -429,6 +440,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
     site_facts = only_code(site_facts, textual)
     progress("pass 1: %d call sites" % sum(f["kind"] == "site" for f in site_facts))
 
+    structs = typesmod.StructIndex(tree)
+    site_facts += resolve_chains(site_facts, structs)
     unpinned = {_key(f) for f in site_facts if f["kind"] == "unpinned"}
     with_owner = {_key(f) for f in site_facts if f["kind"] == "owner"}
     params = sorted({(f["callee"], f["index"]) for f in site_facts if f["kind"] == "param"
@@ -469,6 +482,9 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                                                  defines=["fld=" + field])
         for k, s in collect_stores(facts).items():
             s["field"] = field
+            if s["type"] is None and s.get("chain"):
+                tag = structs.field_struct(_tag(s["chain"][0]), s["chain"][1], near=s["file"])
+                s["type"] = "struct " + tag if tag else None
             stores[k + (field,)] = s
         seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "store"}
         for rel in store_files:
@@ -481,6 +497,9 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
     for field, files in failed_stores.items():
         files.update((rel, (why, scan.tags_in(tree, rel, field_tags[field])))
                      for rel, why in files.items())
+    for s in stores.values():
+        if not s["type"]:
+            s["names"] = scan.tags_in(tree, s["file"], field_tags[s["field"]])
     progress("pass 2: %d stores" % len(stores))
     code = SourceLines(tree)
     for s in stores.values():
@@ -503,6 +522,28 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
     if shard:
         data["shard"] = {"index": shard[0], "count": shard[1], "store_files": store_files}
     return data, tree
+
+
+def _tag(typ):
+    """The tag of "struct x" (or "struct x *"), else None."""
+    words = typ.replace("*", " ").split()
+    return words[1] if len(words) == 2 and words[0] in ("struct", "union") else None
+
+
+def resolve_chains(site_facts, structs):
+    """Owner facts for borrows of x->f1->fld whose f1 is typed in a header:
+    the struct of f1 comes from the tree's declarations (STRUCTS)."""
+    owned = {_key(f) for f in site_facts if f["kind"] == "owner"}
+    out = []
+    for f in site_facts:
+        if f["kind"] == "owner_chain" and _key(f) not in owned:
+            tag = structs.field_struct(_tag(f["root"]) or "", f["via"], near=f["file"])
+            if tag:
+                out.append(dict(f, kind="owner", type="struct " + tag))
+                for k in ("root", "via"):
+                    del out[-1][k]
+                owned.add(_key(f))
+    return out
 
 
 def only_code(site_facts, textual):

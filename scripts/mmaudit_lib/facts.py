@@ -33,6 +33,8 @@ KINDS = {
     "call": {"index": int, "arg": str},
     "store": {"base": str, "value": str},
     "type": {"type": str},
+    "type_chain": {"root": str, "via": str},
+    "owner_chain": {"root": str, "via": str, "field": str, "base": str, "alias_at": _OPT_INT},
     "nopin": {},
     "grab": {"at": int},
     "dropped": {"at": int},

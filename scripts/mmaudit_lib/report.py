@@ -8,6 +8,7 @@ import re
 import urllib.parse
 
 from .audit import FINDINGS, VERDICTS
+from .document import HAZARDS
 
 RULES = {
     "grab-only": ("MMA001", "Borrowed mm holds mm_count only",
@@ -22,6 +23,21 @@ RULES = {
                    "The call is in a macro body or spatch could not analyze it."),
 }
 LEVELS = {"grab-only": "warning", "unreferenced": "error", "review": "note", "unanalyzed": "note"}
+# Hazards are a second dimension of a site, beside its verdict (a pinned site
+# can have one): kind -> (rule id, SARIF name, short text, full text, level).
+HAZARD_RULES = {
+    "put-in-completion": (
+        "MMA005", "FinalPutInOwnCompletion",
+        "Final mmput() in the completion path of its own aio request",
+        "The borrow holds an mm_users reference (mmget_not_zero(), get_task_mm(), ...), but "
+        "its mmput() can drop the last one before the function, or one it is called from, "
+        "completes the struct kiocb with ki_complete(). The final mmput() runs __mmput() -> "
+        "exit_aio(), "
+        "which waits for every in-flight iocb of the mm, including the one this worker has "
+        "yet to complete: a process that exits during the copy leaves the worker waiting for "
+        "itself. mmput_async() hands the teardown to a work item and avoids the self-wait.",
+        "warning"),
+}
 HELP_URI = "https://lore.kernel.org/all/20200203201745.29986-2-aarcange@redhat.com/"
 
 
@@ -68,14 +84,50 @@ def fingerprint(site):
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def hazard_fingerprint(site, hazard):
+    """The site's fingerprint key and the hazard's kind: a hazard result
+    never collides with its site's verdict result."""
+    key = "%s\0hazard\0%s" % (fingerprint(site), hazard["kind"])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def hazard_count(data):
+    return sum(len(s["hazards"]) for s in data["sites"])
+
+
 def to_text(data):
     out = []
     for s in data["sites"]:
         call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"] + "()"
-        out.append(printable("%s:%d:%d: %s (%s): %s%s: %s" % (
-            s["file"], s["line"], s["column"] + 1, s["verdict"], s["confidence"], call,
+        where = "%s:%d:%d" % (s["file"], s["line"], s["column"] + 1)
+        out.append(printable("%s: %s (%s): %s%s: %s" % (
+            where, s["verdict"], s["confidence"], call,
             " in %s()" % s["function"] if s["function"] else "", s["reason"])))
+        for h in s["hazards"]:
+            out.append(printable("%s: hazard %s: %s" % (where, h["kind"], h["reason"])))
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _related(evidence):
+    return [dict(_location(e["file"], e["line"]), id=i, message={"text": e["what"]})
+            for i, e in enumerate(evidence)]
+
+
+def _hazard_result(s, h, index):
+    rid, _, _, _, level = HAZARD_RULES[h["kind"]]
+    call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"]
+    result = {
+        "ruleId": rid, "ruleIndex": index[h["kind"]], "level": level,
+        "message": {"text": "%s: %s (hazard %s; verdict %s)" % (call, h["reason"], h["kind"],
+                                                                 s["verdict"])},
+        "locations": [_location(s["file"], s["line"], s["column"] + 1)],
+        "partialFingerprints": {"mmauditHazard/v1": hazard_fingerprint(s, h)},
+        "properties": {"hazard": h["kind"], "verdict": s["verdict"]},
+    }
+    related = _related(h["evidence"])
+    if related:
+        result["relatedLocations"] = related
+    return result
 
 
 def to_sarif(data):
@@ -83,26 +135,15 @@ def to_sarif(data):
               "fullDescription": {"text": text}, "helpUri": HELP_URI,
               "defaultConfiguration": {"level": LEVELS[v]}}
              for v, (rid, name, text) in RULES.items()]
+    rules += [{"id": rid, "name": name, "shortDescription": {"text": short},
+               "fullDescription": {"text": text}, "helpUri": HELP_URI,
+               "defaultConfiguration": {"level": level}}
+              for rid, name, short, text, level in (HAZARD_RULES[k] for k in HAZARDS)]
     index = {v: i for i, v in enumerate(RULES)}
+    hazard_index = {k: len(RULES) + i for i, k in enumerate(HAZARDS)}
     results = []
     for s in data["sites"]:
-        if s["verdict"] == "pinned":
-            continue
-        rid = RULES[s["verdict"]][0]
-        call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"]
-        result = {
-            "ruleId": rid, "ruleIndex": index[s["verdict"]], "level": LEVELS[s["verdict"]],
-            "message": {"text": "%s: %s (%s, confidence %s)" % (call, s["reason"], s["verdict"],
-                                                               s["confidence"])},
-            "locations": [_location(s["file"], s["line"], s["column"] + 1)],
-            "partialFingerprints": {"mmauditSite/v1": fingerprint(s)},
-            "properties": {"verdict": s["verdict"], "confidence": s["confidence"]},
-        }
-        related = [dict(_location(e["file"], e["line"]), id=i, message={"text": e["what"]})
-                   for i, e in enumerate(s["evidence"])]
-        if related:
-            result["relatedLocations"] = related
-        results.append(result)
+        results += _site_results(s, index, hazard_index)
     run = {
         "tool": {"driver": {"name": "mmaudit", "version": data["tool"]["version"],
                             "informationUri": HELP_URI, "rules": rules}},
@@ -116,6 +157,28 @@ def to_sarif(data):
                        "version": "2.1.0", "runs": [run]}, indent=2) + "\n"
 
 
+def _site_results(s, index, hazard_index):
+    """The SARIF results of one site: its verdict unless pinned, then one per
+    hazard (pinned or not)."""
+    results = []
+    if s["verdict"] != "pinned":
+        rid = RULES[s["verdict"]][0]
+        call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"]
+        result = {
+            "ruleId": rid, "ruleIndex": index[s["verdict"]], "level": LEVELS[s["verdict"]],
+            "message": {"text": "%s: %s (%s, confidence %s)" % (call, s["reason"], s["verdict"],
+                                                               s["confidence"])},
+            "locations": [_location(s["file"], s["line"], s["column"] + 1)],
+            "partialFingerprints": {"mmauditSite/v1": fingerprint(s)},
+            "properties": {"verdict": s["verdict"], "confidence": s["confidence"]},
+        }
+        related = _related(s["evidence"])
+        if related:
+            result["relatedLocations"] = related
+        results.append(result)
+    return results + [_hazard_result(s, h, hazard_index) for h in s["hazards"]]
+
+
 def _location(path, line, column=None):
     region = {"startLine": line}
     if column:
@@ -127,8 +190,9 @@ def _location(path, line, column=None):
 
 def summary_table(data):
     s = data["summary"]
-    head = ["sites"] + list(VERDICTS) + ["files failed"]
-    row = [str(s["sites"])] + [str(s[v]) for v in VERDICTS] + [str(len(data["stats"]["files_failed"]))]
+    head = ["sites"] + list(VERDICTS) + ["hazards", "files failed"]
+    row = [str(s["sites"])] + [str(s[v]) for v in VERDICTS] + [
+        str(hazard_count(data)), str(len(data["stats"]["files_failed"]))]
     return "| %s |\n|%s\n| %s |\n" % (" | ".join(head), "---:|" * len(head), " | ".join(row))
 
 
@@ -141,35 +205,62 @@ def to_markdown(data, tree=None, context=3, fixes=None):
            "Searched %(files_searched)d C files; %(files_with_borrows)d mention a borrow; "
            "%(files_parsed)d parsed; %(store_files)d searched for stores." % data["stats"], ""]
     if data["stats"]["files_failed"]:
-        out += ["Files spatch could not analyze: " + ", ".join(
-            md_code(f) for f in data["stats"]["files_failed"]), ""]
+        out += ["Files spatch could not analyze:", ""]
+        out += ["- %s: %s" % (md_code(f["file"]), md_text(f["reason"]))
+                for f in data["stats"]["files_failed"]]
+        out.append("")
     if data["stats"]["files_unreadable"]:
         out += ["Files or directories that could not be read, so not searched: " + ", ".join(
             md_code(f) for f in data["stats"]["files_unreadable"]), ""]
     out += ["## Sites", "", "| site | function | call | verdict | confidence |",
             "|---|---|---|---|---|"]
     for s in data["sites"]:
-        out.append("| %s | %s | %s | **%s** | %s |" % (
+        out.append("| %s | %s | %s | **%s**%s | %s |" % (
             md_code("%s:%d" % (s["file"], s["line"])), md_text(s["function"] or "-"),
-            md_code("%s(%s)" % (s["api"], s["mm"] or "")), s["verdict"], s["confidence"]))
+            md_code("%s(%s)" % (s["api"], s["mm"] or "")), s["verdict"],
+            "".join(", hazard %s" % md_text(h["kind"]) for h in s["hazards"]), s["confidence"]))
     out.append("")
+    out += _hazards_markdown(data, tree, context)
     for s in data["sites"]:
         if s["verdict"] == "pinned":
             continue
         out += ["## %s: %s %s()" % (s["verdict"], md_code("%s:%d" % (s["file"], s["line"])),
                                        md_text(s["function"] or "")),
                 "", md_text(s["reason"]) + " (confidence %s)." % s["confidence"], ""]
-        if s["evidence"]:
-            out.append("Evidence:")
-            out.append("")
-            for e in s["evidence"]:
-                out.append("1. %s %s" % (md_code("%s:%d" % (e["file"], e["line"])), md_text(e["what"])))
-            out.append("")
+        out += _evidence_markdown(s["evidence"])
         if tree:
             out += _code(tree, s["file"], s["line"], context)
         if fixes and (s["file"], s["line"]) in fixes:
             out += [fixes[(s["file"], s["line"])], ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _evidence_markdown(evidence):
+    if not evidence:
+        return []
+    return (["Evidence:", ""]
+            + ["1. %s %s" % (md_code("%s:%d" % (e["file"], e["line"])), md_text(e["what"]))
+               for e in evidence] + [""])
+
+
+def _hazards_markdown(data, tree, context):
+    """The "Hazards" section: each hazard of each site, with its evidence; the
+    code of a pinned site here, since it has no finding section of its own."""
+    if not hazard_count(data):
+        return []
+    out = ["## Hazards", "", "A hazard is a second dimension of its site: it does not change "
+           "the verdict, and a pinned site can have one.", ""]
+    for s in data["sites"]:
+        for h in s["hazards"]:
+            rid, _, short, _, _ = HAZARD_RULES[h["kind"]]
+            out += ["### %s: %s %s() (%s)" % (md_text(h["kind"]),
+                                              md_code("%s:%d" % (s["file"], s["line"])),
+                                              md_text(s["function"] or ""), s["verdict"]),
+                    "", "%s (%s): %s" % (md_text(short), rid, md_text(h["reason"])), ""]
+            out += _evidence_markdown(h["evidence"])
+            if tree and s["verdict"] == "pinned":
+                out += _code(tree, s["file"], s["line"], context)
+    return out
 
 
 def _code(tree, rel, line, context):
@@ -189,8 +280,9 @@ def findings(data):
 
 
 def exit_status(data):
-    """1 when the audit cannot call the tree clean: a finding, a site it
-    could not analyze, or a file it could not parse or read; else 0."""
+    """1 when the audit cannot call the tree clean: a finding, a hazard (on
+    any site, pinned too), a site it could not analyze, or a file it could
+    not parse or read; else 0."""
     stats = data["stats"]
-    unsure = any(s["verdict"] != "pinned" for s in data["sites"])
+    unsure = any(s["verdict"] != "pinned" or s["hazards"] for s in data["sites"])
     return 1 if unsure or stats["files_failed"] or stats["files_unreadable"] else 0

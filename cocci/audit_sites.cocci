@@ -256,7 +256,7 @@ emit("owner", p[0], type=str(T), field=str(fld), base=shown(xp or xs),
 // (current->active_mm), directly or through a local.
 @current_origin exists@
 expression site.mm; position site.p; identifier fld; type TA; identifier i;
-position pa;
+position pa; symbol current;
 @@
 
 (

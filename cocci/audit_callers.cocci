@@ -47,7 +47,9 @@ arg << call.arg;
 
 emit("call", pc[0], index=int(n), arg=shown(arg))
 
-@unpinned exists@
+// Per argument: the facts of a call name the argument's index, so another
+// argument of the same call never decides the mm's verdict.
+@arg_unpinned exists@
 identifier virtual.callee;
 expression call.arg;
 expression list call.before;
@@ -64,18 +66,20 @@ R = callee@pc(before, arg, ...);
 return callee@pc(before, arg, ...);
 )
 
-@script:python depends on unpinned@
+@script:python depends on arg_unpinned@
 pc << call.pc;
+n << call.n;
 @@
 
-emit("unpinned", pc[0])
+emit("arg_unpinned", pc[0], index=int(n))
 
 // The verdict needs a fact either way: a missing fact is never a pin.
-@script:python depends on !unpinned@
+@script:python depends on !arg_unpinned@
 pc << call.pc;
+n << call.n;
 @@
 
-emit("pinned", pc[0])
+emit("arg_pinned", pc[0], index=int(n))
 
 @owner@
 identifier virtual.callee;
@@ -113,16 +117,19 @@ callee@pc(before, alias, ...);
 
 @script:python depends on owner@
 pc << call.pc;
+n << call.n;
 T << owner.T;
 fld << owner.fld;
 xp << owner.xp = "";
 xs << owner.xs = "";
 @@
 
-emit("owner", pc[0], type=str(T), field=str(fld), base=shown(xp or xs), alias_at=None)
+emit("arg_owner", pc[0], index=int(n), type=str(T), field=str(fld), base=shown(xp or xs),
+     alias_at=None)
 
 @script:python depends on owner_alias@
 pc << call.pc;
+n << call.n;
 T << owner_alias.T;
 fld << owner_alias.fld;
 xp << owner_alias.xp = "";
@@ -130,7 +137,7 @@ xs << owner_alias.xs = "";
 pa << owner_alias.pa;
 @@
 
-emit("owner", pc[0], type=str(T), field=str(fld), base=shown(xp or xs),
+emit("arg_owner", pc[0], index=int(n), type=str(T), field=str(fld), base=shown(xp or xs),
      alias_at=int(pa[0].line))
 
 // Last rule: the file was analyzed to the end.  A file without this fact

@@ -42,6 +42,7 @@ SHAPES = {
     "owner_through_header_type": ["grab-only"],
     "store_through_header_type": ["unreferenced"],
     "store_of_unknown_struct": ["unanalyzed"],
+    "caller_pins_one_of_two_arguments": ["pinned"],
 }
 
 # The hazards each fixture exists for, per site.

@@ -14,19 +14,22 @@ import re
 
 // RULE ("unpinned", "nopin") matched: a fact of its name; else "pinned", for KEY
 // (inherited from KEYRULE).  The verdict needs a fact either way.
-//% pinned_or_not(rule, key, keyrule)
+// PINNED names the positive fact; BIND and EXTRA add a binding and fields.
+//% pinned_or_not(rule, key, keyrule, pinned=pinned, bind=, extra=)
 @script:python depends on $rule@
 $key << $keyrule.$key;
+$bind
 @@
 
-emit("$rule", $key[0])
+emit("$rule", $key[0]$extra)
 
 // The verdict needs a fact either way: a missing fact is never a pin.
 @script:python depends on !$rule@
 $key << $keyrule.$key;
+$bind
 @@
 
-emit("pinned", $key[0])
+emit("$pinned", $key[0]$extra)
 //% end
 
 // A "pin" fact for KEY (inherited from KEYRULE): the get that RULE found at

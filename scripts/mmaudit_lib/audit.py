@@ -229,8 +229,9 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
             calls[_key(f)] = dict(file=f["file"], line=f["line"], func=f["func"], arg=f["arg"])
     for f in facts:
         c = calls.get(_key(f))
-        if c is not None and f["kind"] in ("unpinned", "pinned", "owner"):
-            c[f["kind"]] = f
+        if c is not None and f["kind"] in ("arg_unpinned", "arg_pinned", "arg_owner") \
+                and f["index"] == p["index"]:
+            c[f["kind"][4:]] = f
     if not calls:
         return ("review", "Low", "the mm is argument %d of %s() and no caller was found"
                 % (p["index"] + 1, p["callee"]), [])
@@ -242,7 +243,8 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
             steps.append(dict(at, what=at["what"] + ": the facts of this call are incomplete"))
         elif "unpinned" not in c:
             verdicts.append("pinned")
-            steps.append(dict(at, what=at["what"] + " holds an mm_users reference on every path"))
+            steps.append(dict(at, what=at["what"] + " holds an mm_users reference on %s on every "
+                              "path" % c["arg"]))
         elif "owner" in c:
             o = c["owner"]
             v, _, _, st = judge_owner(c, dict(type=o["type"], field=o["field"], base=o["base"]),
@@ -454,7 +456,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
         facts, failed = runner.run(CALLERS_RULE, files, defines=["callee=" + callee])
         failed_callers[(callee, index)] = failed
         calls = {_key(f) for f in facts if f["kind"] == "call" and f["index"] == index}
-        caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls]
+        caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls
+                                         and f.get("index") == index]
         seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "call"}
         for rel in files:
             if rel not in failed:
@@ -464,8 +467,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                 if missed:
                     failed[rel] = _unseen_reason("the call", missed)
     every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
-    unpinned |= {_key(f) for f in every_fact if f["kind"] == "unpinned"}
-    owners = [o for o in every_fact if o["kind"] == "owner" and _key(o) in unpinned]
+    unpinned |= {_key(f) for f in every_fact if f["kind"] in ("unpinned", "arg_unpinned")}
+    owners = [o for o in every_fact if o["kind"] in ("owner", "arg_owner") and _key(o) in unpinned]
     # A named struct is searched tree-wide by its tag; an anonymous one has
     # no tag, so only the borrow's own file is searched.
     field_tags = {}

@@ -300,6 +300,68 @@ pr << released.pr;
 
 emit("released", p[0], at=int(pr[0].line))
 
+// The pin must hold to the unborrow: an mmput() of the mm between the
+// borrow and kthread_unuse_mm() ends it while the mm is still in use.
+@put_in_region exists@
+expression site.mm; position site.p, pp;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+... when != \(kthread_unuse_mm\|unuse_mm\)(mm)
+mmput@pp(mm);
+... when != \(kthread_use_mm\|use_mm\)(mm)
+\(kthread_unuse_mm\|unuse_mm\)(mm);
+
+@script:python@
+p << site.p;
+pp << put_in_region.pp;
+@@
+
+emit("put_in_region", p[0], at=int(pp[0].line))
+
+// The borrow on the failure branch of mmget_not_zero() (mm_users was
+// already 0: the mm is dying), or after a get whose result nothing tests.
+@failed_get exists@
+expression site.mm; position site.p, pg; statement S;
+@@
+
+(
+if (!mmget_not_zero@pg(mm)) { <+... \(kthread_use_mm@p\|use_mm@p\)(mm); ...+> }
+|
+if (!mmget_not_zero@pg(mm)) \(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+if (mmget_not_zero@pg(mm)) S else { <+... \(kthread_use_mm@p\|use_mm@p\)(mm); ...+> }
+)
+
+@script:python@
+p << site.p;
+pg << failed_get.pg;
+@@
+
+emit("failed_get", p[0], at=int(pg[0].line))
+
+@unchecked_get exists@
+expression site.mm; position site.p, pg; expression X;
+@@
+
+(
+mmget_not_zero@pg(mm);
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+X = mmget_not_zero@pg(mm);
+... when != X
+    when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@script:python@
+p << site.p;
+pg << unchecked_get.pg;
+@@
+
+emit("unchecked_get", p[0], at=int(pg[0].line))
+
 // The put that waits on itself: an mmput() of the mm after the borrow, then
 // an iocb completion, in the borrowing function (or in a function it calls
 // after the put, or in one that calls it).  If that mmput() drops the last

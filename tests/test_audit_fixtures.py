@@ -43,6 +43,7 @@ SHAPES = {
     "store_through_header_type": ["unreferenced"],
     "store_of_unknown_struct": ["unanalyzed"],
     "caller_pins_one_of_two_arguments": ["pinned"],
+    "pin_lost_paths": ["unreferenced", "unreferenced", "unreferenced", "pinned", "pinned"],
 }
 
 # The hazards each fixture exists for, per site.

@@ -283,7 +283,8 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
         if f["kind"] in ("unpinned", "pinned"):
             s[f["kind"]] = True
         elif f["kind"] in ("alias_pinned", "current", "released", "put_after", "put_completes",
-                           "put_calls", "called_completes"):
+                           "put_calls", "called_completes", "put_in_region", "failed_get",
+                           "unchecked_get"):
             s["facts"][f["kind"]].append(f)
         elif f["kind"] == "pin" and f["at_func"] == s["func"] and f["at"] <= s["line"]:
             s["pins"].append((f["how"], f["at"]))
@@ -299,9 +300,14 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
     for s in sites.values():
         where = _step(s["file"], s["line"], "%s — the borrow, in %s()" % (code(s["file"], s["line"]), s["func"]))
         chain = []
+        lost = _pin_lost(s)
         if bool(s.get("unpinned")) == bool(s.get("pinned")):
             verdict, conf, reason = ("unanalyzed", "Low",
                                      "the facts of this site are incomplete (a damaged cache entry or spatch output)")
+        elif lost:
+            at, why = lost
+            chain.append(_step(s["file"], at, "%s — %s" % (code(s["file"], at), why)))
+            verdict, conf, reason = "unreferenced", "High", "%s (line %d)" % (why, at)
         elif not s.get("unpinned"):
             pins = sorted(s["pins"], key=lambda p: -p[1])
             for how, at in pins[:1]:
@@ -351,6 +357,26 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
                             api=s["api"], mm=s["mm"], verdict=verdict, confidence=conf,
                             reason=reason, evidence=chain + [where], hazards=hazards))
     return results
+
+
+def _pin_lost(site):
+    """(line, why) when the get in this function does not hold the borrow:
+    the borrow is on its failure branch, its result is never tested, or an
+    mmput() ends the pin inside the borrowed region.  None otherwise."""
+    facts = site["facts"]
+    if facts["failed_get"]:
+        return (min(f["at"] for f in facts["failed_get"]),
+                "the borrow is on the failure branch of mmget_not_zero(): mm_users was "
+                "already 0, the mm is being torn down")
+    if facts["unchecked_get"] and not facts["alias_pinned"]:
+        return (min(f["at"] for f in facts["unchecked_get"]),
+                "the result of mmget_not_zero() is not tested before the borrow, which "
+                "runs whether the get succeeded or not")
+    if facts["put_in_region"]:
+        return (min(f["at"] for f in facts["put_in_region"]),
+                "mmput() ends the mm_users reference before kthread_unuse_mm(), while "
+                "the mm is still borrowed")
+    return None
 
 
 def _own_pin_released(site):

@@ -6,8 +6,8 @@
 // Confidence: Moderate
 // Copyright: (C) 2026 The mmaudit Project
 // URL: https://lore.kernel.org/all/20200203201745.29986-2-aarcange@redhat.com/
-// Comments: mmgrab() pins mm_count only (alpha, ia64, mips, powerpc, sh and
-//  sparc skip remote TLB flushes when mm_users is 1).  An mm read from a
+// Comments: mmgrab() pins mm_count only (some architectures skip remote TLB
+//  flushes when mm_users is 1 or 0).  An mm read from a
 //  struct field is judged by the stores to that field in this file; with no
 //  such store, or no field, it is "unresolved" (Low).  Mixed stores are not
 //  reported.  use_mm() (before v5.8) is matched too.  Patch mode wraps

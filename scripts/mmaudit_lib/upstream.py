@@ -36,8 +36,6 @@ SUMMARIES = ("document that kthread_use_mm() callers must hold an mm_users refer
 # Where the rule is listed in MAINTAINERS: the section that reviews mm
 # lifetimes (it was split in later trees).  No such section: no entry.
 MM_SECTIONS = ("MEMORY MANAGEMENT", "MEMORY MANAGEMENT - CORE")
-# The architectures named in the thread (2020).
-THREAD_ARCHS = "alpha, ia64, mips, powerpc, sh and sparc"
 REPORT_LINE = re.compile(r"^(?:\./)?(?P<file>[^\s:][^:]*):(?P<line>\d+):\d+-\d+: ")
 COMMENT_WIDTH = 74      # " * " + 74 columns: within 80
 BODY_WIDTH = 72
@@ -414,13 +412,13 @@ def cover_letter(version, archs, found, rule):
                      "keeps the mm_struct but not the address space.  So its callers must "
                      "hold an mm_users reference across the borrow: most take one with "
                      "mmget_not_zero() or get_task_mm(), but nothing says that they must."),
-        message.wrap("The requirement comes from the 2020 thread on use_mm() [1]: %s skip "
-                     "remote TLB flushes when mm_users shows a single user, and an mm that "
+        message.wrap("The requirement comes from the 2020 thread on use_mm() [1]: some "
+                     "architectures skip remote TLB flushes when mm_users shows a single "
+                     "user or a dying mm, and an mm that "
                      "is not pinned can be torn down under the borrower.  Rather than "
                      "use_mm() taking the reference, Michal Hocko preferred that the few "
                      "callers without it take it only while they use the mm; "
-                     "kthread_use_mm() still takes none.  %s" % (
-                         THREAD_ARCHS, _arch_sentence(archs))),
+                     "kthread_use_mm() still takes none.  %s" % _arch_sentence(archs)),
         message.wrap("Patch 1 writes the requirement into the kernel-doc of kthread_use_mm(). "
                      " Patch 2 adds a coccinelle rule that reports the callers that hold no "
                      "mm_users reference across the borrow.  On Linux %s," % version),

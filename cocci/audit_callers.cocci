@@ -140,6 +140,32 @@ pa << owner_alias.pa;
 emit("arg_owner", pc[0], index=int(n), type=str(T), field=str(fld), base=shown(xp or xs),
      alias_at=int(pa[0].line))
 
+// The argument is a parameter of the calling function: its own callers
+// decide, one level further up (scripts/mmaudit follows up to a bound).
+@arg_param exists@
+identifier virtual.callee;
+expression list call.before;
+position call.pc;
+identifier fn, pm;
+parameter list[k] pbefore;
+type PT;
+@@
+
+fn(pbefore, PT pm, ...) {
+... when any
+callee@pc(before, pm, ...)
+... when any
+}
+
+@script:python@
+pc << call.pc;
+n << call.n;
+k << arg_param.k;
+fn << arg_param.fn;
+@@
+
+emit("arg_param", pc[0], index=int(n), param=int(k), caller=str(fn))
+
 // Last rule: the file was analyzed to the end.  A file without this fact
 // (a timeout, a crash, a killed worker) is unanalyzed, whatever it printed.
 @script:python@

@@ -29,6 +29,13 @@ def shown(e):
     # A prefix operator follows no operand (a name, a literal, ")" or "]").
     return re.sub(r"(?:^|(?<=[(\[])|(?<=[^\w)\]'\"] ))([&*!~-]) ", r"\1", e)
 
+# Function summaries of the file being analyzed (reset for each file):
+# helpers that return the result of mmget_not_zero() on a parameter or a
+# field of it {name: (parameter index, field or None)}, and functions that
+# return a get_task_mm() reference.
+PIN_HELPERS = {}
+MM_SOURCES = set()
+
 @site@
 expression mm;
 position p;
@@ -183,6 +190,141 @@ A << alias_local.A;
 @@
 
 emit("alias_pinned", p[0], alias=shown(A))
+
+// Summaries of this file's functions, for the borrows below.
+@script:python@
+@@
+
+PIN_HELPERS.clear()
+MM_SOURCES.clear()
+
+@pin_helper_def@
+identifier fn, pm, fld;
+parameter list[k] pb;
+type PT;
+position pd;
+@@
+
+fn@pd(pb, PT pm, ...) {
+... when any
+return \(mmget_not_zero(pm)\|mmget_not_zero(pm->fld)\|mmget_not_zero(pm.fld)\);
+}
+
+@script:python@
+fn << pin_helper_def.fn;
+k << pin_helper_def.k;
+fld << pin_helper_def.fld = "";
+@@
+
+PIN_HELPERS[str(fn)] = (int(k), str(fld) if fld else None)
+
+@mm_source_def@
+identifier fn;
+@@
+
+fn(...) {
+... when any
+return get_task_mm(...);
+}
+
+@mm_source_local@
+identifier fn, x;
+@@
+
+fn(...) {
+... when any
+x = get_task_mm(...);
+... when any
+return x;
+}
+
+@script:python@
+fn << mm_source_def.fn;
+@@
+
+MM_SOURCES.add(str(fn))
+
+@script:python@
+fn << mm_source_local.fn;
+@@
+
+MM_SOURCES.add(str(fn))
+
+// A path to the borrow that no pin of this file's summaries covers: a
+// helper's call on the mm itself, or on the object whose field it is, or
+// the mm taken from a get_task_mm() wrapper.
+@unpinned_summary exists@
+expression site.mm;
+position site.p;
+identifier pf : script:python() { str(pf) in PIN_HELPERS };
+identifier sf : script:python() { str(sf) in MM_SOURCES };
+@@
+
+(
+... when != pf(..., mm, ...)
+    when != mm = sf(...)
+    when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+mmput(mm);
+... when != pf(..., mm, ...)
+    when != mm = sf(...)
+    when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+)
+
+@field_form@
+position site.p;
+expression X;
+identifier fld;
+@@
+
+\(kthread_use_mm@p\|use_mm@p\)(\(X->fld\|X.fld\));
+
+@unpinned_summary_field exists@
+position site.p;
+expression field_form.X;
+identifier field_form.fld;
+identifier pf : script:python(fld) { str(pf) in PIN_HELPERS and PIN_HELPERS[str(pf)][1] == str(fld) };
+@@
+
+(
+... when != pf(..., X, ...)
+    when != pf(..., &X, ...)
+    when != \(mmget(X->fld)\|mmget_not_zero(X->fld)\|X->fld = get_task_mm(...)\|X->fld = mm_alloc()\)
+    when != \(mmget(X.fld)\|mmget_not_zero(X.fld)\|X.fld = get_task_mm(...)\|X.fld = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(\(X->fld\|X.fld\));
+|
+mmput(\(X->fld\|X.fld\));
+... when != pf(..., X, ...)
+    when != pf(..., &X, ...)
+    when != \(mmget(X->fld)\|mmget_not_zero(X->fld)\|X->fld = get_task_mm(...)\|X->fld = mm_alloc()\)
+    when != \(mmget(X.fld)\|mmget_not_zero(X.fld)\|X.fld = get_task_mm(...)\|X.fld = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(\(X->fld\|X.fld\));
+)
+
+@script:python depends on unpinned && (!unpinned_summary || field_form && !unpinned_summary_field)@
+p << site.p;
+@@
+
+emit("summary_pinned", p[0])
+
+@summary_used exists@
+position site.p, pc;
+identifier pf : script:python() { str(pf) in PIN_HELPERS or str(pf) in MM_SOURCES };
+@@
+
+pf@pc(...)
+... when any
+\(kthread_use_mm@p\|use_mm@p\)(...)
+
+@script:python@
+p << site.p;
+pc << summary_used.pc;
+pf << summary_used.pf;
+@@
+
+emit("pin", p[0], how=str(pf), at=int(pc[0].line), at_func=pc[0].current_element)
 
 // Evidence: the pins and releases on the same expression in the function.
 @pin@

@@ -44,6 +44,8 @@ SHAPES = {
     "store_of_unknown_struct": ["unanalyzed"],
     "caller_pins_one_of_two_arguments": ["pinned"],
     "pin_lost_paths": ["unreferenced", "unreferenced", "unreferenced", "pinned", "pinned"],
+    "two_helper_levels": ["pinned", "grab-only"],
+    "pin_in_helper": ["pinned", "pinned", "pinned", "grab-only"],
 }
 
 # The hazards each fixture exists for, per site.

@@ -45,7 +45,7 @@ def _read(path):
 
 def test_every_rule_is_generated():
     assert RULES == sorted(t[:-len(".in")] for t in gen.templates())
-    assert "use_mm.cocci" in RULES and len(RULES) == 8
+    assert "use_mm.cocci" in RULES and len(RULES) == 9
 
 
 def test_regeneration_gives_the_same_bytes(tmp_path):
@@ -135,7 +135,8 @@ def test_shared_pieces_are_shared():
     for template, used in generator.used.items():
         for name in used:
             users[name].add(template[:-len(".cocci.in")])
-    fact_rules = {"audit_sites", "audit_callers", "audit_stores", "borrow_context", "balance"}
+    fact_rules = {"audit_sites", "audit_callers", "audit_stores", "borrow_context", "balance",
+                  "arch_shortcuts"}
     assert users["fact_init"] == users["done_rule"] == fact_rules
     assert users["helpers.py"] == fact_rules | {"use_mm"}
     assert users["pin"] >= {"use_mm", "audit_sites", "audit_callers"}
@@ -158,8 +159,8 @@ def test_list_names_each_fragment_and_its_rules():
     proc = subprocess.run([sys.executable, GEN, "--list"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = {l.split()[0]: l.split()[2:] for l in proc.stdout.splitlines()}
-    assert rows["done_rule"] == ["audit_callers.cocci", "audit_sites.cocci", "audit_stores.cocci",
-                                 "balance.cocci", "borrow_context.cocci"]
+    assert rows["done_rule"] == ["arch_shortcuts.cocci", "audit_callers.cocci", "audit_sites.cocci",
+                                 "audit_stores.cocci", "balance.cocci", "borrow_context.cocci"]
     assert rows["wrap"] == ["fix_use_mm.cocci", "use_mm.cocci"]
 
 

@@ -253,6 +253,7 @@ def test_no_tree(tmp_path):
     assert StructIndex(str(tmp_path / "missing")).field_struct("kvm_vcpu", "kvm") is None
     assert StructIndex(None).resolve("kvm_vcpu", ["kvm"]) is None
     assert StructIndex(str(tmp_path)).field_struct("kvm_vcpu", "kvm") is None
+    assert StructIndex(str(tmp_path) + "\0x").field_struct("kvm_vcpu", "kvm") is None
 
 
 def write(path, text):
@@ -283,7 +284,7 @@ def test_vanished_and_unreadable_files(tmp_path):
     assert index.field_struct("b", "p") is None
     # A FIFO or a directory as the near file is not read (a FIFO would block).
     def blocked(signum, frame):
-        raise TimeoutError("StructIndex opened the FIFO")
+        raise RuntimeError("StructIndex opened the FIFO")  # not an OSError: not caught
     previous = signal.signal(signal.SIGALRM, blocked)
     signal.alarm(30)
     try:

@@ -14,6 +14,8 @@ SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
 CALLERS_RULE = os.path.join(spatch.COCCI_DIR, "audit_callers.cocci")
 FINDINGS = ("grab-only", "unreferenced", "review")
+# How many caller levels above a borrowed parameter the audit follows.
+MAX_CALLER_DEPTH = 4
 VERDICTS = ("pinned",) + FINDINGS + ("unanalyzed",)
 PIN_FUNCS = ("get_task_mm(", "mm_alloc(")
 
@@ -215,9 +217,16 @@ def judge_owner(site, owner, stores, failed=None):
             % (label, ", ".join(["mmgrab"] * (len(holders) < len(mine)) + holders)), steps)
 
 
-def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_stores=None):
-    """A borrowed parameter: combine the verdicts at the callers, one level up."""
+def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_stores=None,
+                  depth=1, seen=()):
+    """A borrowed parameter: combine the verdicts at the callers, and at
+    their callers when they pass a parameter of their own on, up to
+    MAX_CALLER_DEPTH levels."""
     p = site["param"]
+    if (p["callee"], p["index"]) not in caller_facts and depth > 1:
+        return ("review", "Low", "the mm is argument %d of %s(), whose callers are more than "
+                "%d levels above the borrow: not followed" % (p["index"] + 1, p["callee"],
+                                                              MAX_CALLER_DEPTH), [])
     missed = (failed_callers or {}).get((p["callee"], p["index"]))
     if missed:
         return ("unanalyzed", "Low", "the mm is argument %d of %s(); its callers could not all "
@@ -229,8 +238,8 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
             calls[_key(f)] = dict(file=f["file"], line=f["line"], func=f["func"], arg=f["arg"])
     for f in facts:
         c = calls.get(_key(f))
-        if c is not None and f["kind"] in ("arg_unpinned", "arg_pinned", "arg_owner") \
-                and f["index"] == p["index"]:
+        if c is not None and f["kind"] in ("arg_unpinned", "arg_pinned", "arg_owner",
+                                           "arg_param") and f["index"] == p["index"]:
             c[f["kind"][4:]] = f
     if not calls:
         return ("review", "Low", "the mm is argument %d of %s() and no caller was found"
@@ -251,6 +260,14 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
                                       list(stores.values()), failed_stores)
             verdicts.append(v)
             steps += st + [dict(at, what=at["what"] + " passes %s (%s)" % (c["arg"], v))]
+        elif "param" in c and (c["param"]["caller"], c["param"]["param"]) not in seen:
+            up = dict(callee=c["param"]["caller"], index=c["param"]["param"])
+            v, _, why, st = judge_callers(dict(param=up), caller_facts, stores, code,
+                                          failed_callers, failed_stores, depth + 1,
+                                          tuple(seen) + ((p["callee"], p["index"]),))
+            verdicts.append(v)
+            steps += st + [dict(at, what=at["what"] + " passes its own parameter %s: %s"
+                                % (c["arg"], why))]
         else:
             verdicts.append("review")
             steps.append(dict(at, what=at["what"] + " passes %s with no pin and no known owner" % c["arg"]))
@@ -282,7 +299,7 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             continue
         if f["kind"] in ("unpinned", "pinned"):
             s[f["kind"]] = True
-        elif f["kind"] in ("alias_pinned", "current", "released", "put_after", "put_completes",
+        elif f["kind"] in ("alias_pinned", "summary_pinned", "current", "released", "put_after", "put_completes",
                            "put_calls", "called_completes", "put_in_region", "failed_get",
                            "unchecked_get"):
             s["facts"][f["kind"]].append(f)
@@ -318,6 +335,16 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             verdict, conf, reason = ("pinned", "High",
                                      "an mm_users reference is taken on every path to the borrow, "
                                      "on %s, which holds the same mm" % alias)
+        elif s["facts"]["summary_pinned"]:
+            used = sorted(s["pins"], key=lambda p: -p[1])[:1]
+            for how, at in used:
+                chain.append(_step(s["file"], at, "%s — %s() pins the mm (it returns "
+                                   "mmget_not_zero() or get_task_mm())" % (code(s["file"], at), how)))
+            verdict, conf, reason = ("pinned", "Moderate",
+                                     "an mm_users reference is taken on every path to the borrow, "
+                                     "by %s" % ", ".join("%s() at line %d" % u for u in used)
+                                     if used else "an mm_users reference is taken on every path "
+                                     "to the borrow, by a helper of this file")
         elif _own_pin_released(s):
             at = _own_pin_released(s)
             chain.append(_step(s["file"], at, "%s — the mm_users reference ends here" % code(s["file"], at)))
@@ -476,14 +503,23 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                      and _key(f) in unpinned and _key(f) not in with_owner})
     caller_facts, failed_callers = {}, {}
     cover = coveragemod.Coverage(tree, timeout)
-    for callee, index in params:
+    queue = [(callee, index, 1) for callee, index in params]
+    while queue:
+        callee, index, depth = queue.pop(0)
+        if (callee, index) in caller_facts:
+            continue
         files = scan.caller_files(tree, callee, unreadable)
         progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
         facts, failed = runner.run(CALLERS_RULE, files, defines=["callee=" + callee])
         failed_callers[(callee, index)] = failed
         calls = {_key(f) for f in facts if f["kind"] == "call" and f["index"] == index}
-        caller_facts[(callee, index)] = [f for f in facts if _key(f) in calls
-                                         and f.get("index") == index]
+        mine = [f for f in facts if _key(f) in calls and f.get("index") == index]
+        caller_facts[(callee, index)] = mine
+        # A caller that passes its own parameter on, unpinned: its callers.
+        pinned_or_owned = {_key(f) for f in mine if f["kind"] in ("arg_pinned", "arg_owner")}
+        if depth < MAX_CALLER_DEPTH:
+            queue += [(f["caller"], f["param"], depth + 1) for f in mine
+                      if f["kind"] == "arg_param" and _key(f) not in pinned_or_owned]
         seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "call"}
         for rel in files:
             if rel not in failed:

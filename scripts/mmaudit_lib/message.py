@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 
 from . import VERSION, UsageError
-from .scan import blank_non_code
+from . import arches
 
 
 # --------------------------------------------------------------------------
@@ -237,20 +237,27 @@ def _renamed_api(tree, sha, path, code):
 
 # --------------------------------------------------------------------------
 # Architectures whose TLB code trusts mm_users
+#
+# Found by arches.py (cocci/arch_shortcuts.cocci over arch/*/, facts cached
+# by file content); this section keeps message()'s view of them.
 
-Shortcut = collections.namedtuple("Shortcut", "file line condition function")
-Shortcut.__doc__ = """An mm_users shortcut: FILE (relative to the tree), LINE,
-the text of the whole CONDITION, and the FUNCTION that holds it."""
 
-MM_USERS_READ = re.compile(r"atomic_read\s*\(\s*&\s*(?:\(\s*)?[\w.\s>-]+?(?:\s*\))?\s*->\s*mm_users\s*\)")
-COMPARED_AFTER = re.compile(r"\s*(==|!=|<=|>=|<|>)\s*(\d+)\b")
-COMPARED_BEFORE = re.compile(r"\b(\d+)\s*(==|!=|<=|>=|<|>)\s*$")
-ASSERTION = re.compile(r"(?:^|_)(?:BUG|WARN)(?:_|$)")
-DEBUG_VM = re.compile(r"\bCONFIG_DEBUG_VM\b")
-# A function that returns at once without CONFIG_DEBUG_VM (arm64's
-# __check_safe_pte_update()) is a debug check as a whole.
-DEBUG_VM_ONLY = re.compile(r"\bif\s*\(\s*!\s*IS_ENABLED\s*\(\s*CONFIG_DEBUG_VM\s*\)\s*\)\s*return\b")
-FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
+class Shortcut(collections.namedtuple("Shortcut", "file line condition function")):
+    """An mm_users shortcut: FILE (relative to the tree), LINE, the text of
+    the whole CONDITION, and the FUNCTION that holds it; also, outside the
+    tuple, its KIND ("single user" or "dying mm") and normalised TEST
+    ("mm_users <= 1")."""
+
+    def __new__(cls, file, line, condition, function, kind=None, test=None):
+        self = super().__new__(cls, file, line, condition, function)
+        self.kind, self.test = kind, test
+        return self
+
+    @classmethod
+    def of(cls, entry):
+        """The Shortcut of an arches.Shortcut."""
+        return cls(entry.file, entry.line, entry.condition, entry.function, entry.kind,
+                   entry.test)
 
 
 class TreeLookups:
@@ -269,12 +276,18 @@ class TreeLookups:
         """{arch: [Shortcut(file, line, condition, function)]}: the TLB and
         SMP code under arch/*/ that compares mm_users with 0 or 1
         (atomic_read(&X->mm_users)) to skip a flush or to narrow it to this
-        CPU. Checks under CONFIG_DEBUG_VM and inside BUG/WARN assertions do
-        not count. The condition is the text of the whole if (or while, or
-        return) condition."""
+        CPU, as arches.shortcuts() finds it. Checks under CONFIG_DEBUG_VM and
+        inside BUG/WARN assertions do not count. The condition is the text of
+        the whole if (or while, or return) condition. The files that could
+        not be analyzed are in arch_failures()."""
         if self._shortcuts is None:
             self._shortcuts = _scan_shortcuts(self.tree)
         return self._shortcuts
+
+    def arch_failures(self):
+        """{file: reason}: the files under arch/ whose mm_users reads could
+        not all be judged, so arch_shortcuts() may miss theirs."""
+        return getattr(self.arch_shortcuts(), "failed", {})
 
     def affected_archs(self, rel):
         """Architectures whose TLB code skips flushes on mm_users and that
@@ -311,174 +324,27 @@ def affected_archs(tree, rel):
 
 
 def _scan_shortcuts(tree):
-    found = {}
-    if not os.path.isdir(os.path.join(tree, "arch")):
-        return found
-    proc = subprocess.run(["grep", "-r", "-l", "-Z", "--include=*.c", "--include=*.h",
-                           "-e", "mm_users", "arch"], cwd=tree, capture_output=True)
-    for raw in sorted(proc.stdout.split(b"\0")[:-1]):
-        rel = os.fsdecode(raw)
-        parts = rel.split("/")
-        if len(parts) < 3:
-            continue
-        try:
-            with open(os.path.join(tree, rel), encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            continue
-        for line, condition, function in shortcuts_in(text, os.path.basename(rel)):
-            found.setdefault(parts[1], []).append(Shortcut(rel, line, condition, function))
-    return {arch: sorted(entries) for arch, entries in sorted(found.items())}
+    """arches.shortcuts(TREE) as {arch: [Shortcut]}, with its .failed and
+    .excluded; spatch's facts come from the audit's cache."""
+    table = arches.shortcuts(tree, cache=arches.default_cache())
+    return arches.Table(((arch, [Shortcut.of(e) for e in entries])
+                         for arch, entries in table.items()),
+                        table.excluded, table.failed, table.files)
 
 
 def shortcuts_in(text, basename):
-    """[(line, condition, function)] of the mm_users shortcuts in one C file."""
-    code = blank_non_code(text)
-    out = []
-    for m in MM_USERS_READ.finditer(code):
-        compared = _comparison(code, m)
-        if compared is None:
-            continue
-        statement = _statement(code, m.start())
-        if statement is None:
-            continue
-        keyword, condition, callers = statement
-        if any(ASSERTION.search(c) for c in callers) or DEBUG_VM.search(condition):
-            continue
-        line = code.count("\n", 0, m.start()) + 1
-        if _under_debug_vm(code, m.start()):
-            continue
-        function, header, body_before = _enclosing_function(code, m.start())
-        if function is None or DEBUG_VM_ONLY.search(body_before):
-            continue
-        if not (re.search(r"tlb|flush", function, re.I) or "tlb" in basename.lower()
-                or re.search(r"\bstruct\s+mmu_gather\b", header)):
-            continue
-        out.append((line, condition, function))
-    return out
-
-
-def _comparison(code, m):
-    """(op, n) for a read of mm_users compared with 0 or 1 (or "< 2",
-    ">= 2", which are "<= 1" and "> 1"), normalised to "mm_users OP N"."""
-    after = COMPARED_AFTER.match(code, m.end())
-    if after:
-        op, n = after.group(1), int(after.group(2))
-    else:
-        before = COMPARED_BEFORE.search(code[max(0, m.start() - 40):m.start()])
-        if before:
-            op, n = FLIP[before.group(2)], int(before.group(1))
-        elif re.search(r"!\s*$", code[max(0, m.start() - 4):m.start()]):
-            op, n = "==", 0
-        else:
-            return None
-    if n in (0, 1) or (n == 2 and op in ("<", ">=")):
-        return op, n
-    return None
-
-
-def _statement(code, at):
-    """(keyword, condition text, [names of the calls around AT]) when AT is
-    inside the condition of an if, a while or a return; None otherwise."""
-    depth, i, callers, outer = 0, at - 1, [], None
-    while i >= 0:
-        ch = code[i]
-        if ch == ")":
-            depth += 1
-        elif ch == "(":
-            if depth == 0:
-                word = re.search(r"(\w*)\s*$", code[max(0, i - 80):i]).group(1)
-                callers.append(word)
-                outer = i
-            else:
-                depth -= 1
-        elif ch in ";{}" and depth == 0:
-            break
-        i -= 1
-    start = i + 1
-    lead = re.match(r"(?:\s*#[^\n]*\n)*\s*(?:else\s+)?(if|while|return)\b", code[start:])
-    if lead:
-        keyword = lead.group(1)
-    else:
-        return None
-    if keyword == "return":
-        end = code.find(";", at)
-        condition = code[start + lead.end():end] if end >= 0 else ""
-    else:
-        if outer is None:
-            return None
-        close = _matching_paren(code, outer)
-        condition = code[outer + 1:close] if close else ""
-        callers = callers[:-1]      # the if itself
-    return keyword, " ".join(condition.split()), callers
-
-
-def _matching_paren(code, i):
-    depth = 0
-    for j in range(i, len(code)):
-        if code[j] == "(":
-            depth += 1
-        elif code[j] == ")":
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
-
-
-DIRECTIVE = re.compile(r"^[ \t]*#[ \t]*(ifdef|ifndef|if|elif|else|endif)\b(.*)$", re.M)
-
-
-def _under_debug_vm(code, at):
-    """Is AT in the branch of an #if that holds only with CONFIG_DEBUG_VM?"""
-    stack = []      # [mentions CONFIG_DEBUG_VM, negated, in the #else]
-    for m in DIRECTIVE.finditer(code, 0, at):
-        kind, rest = m.group(1), m.group(2)
-        if kind in ("if", "ifdef", "ifndef"):
-            negated = kind == "ifndef" or bool(re.match(r"\s*!", rest))
-            stack.append([bool(DEBUG_VM.search(rest)), negated, False])
-        elif kind == "elif" and stack:
-            stack[-1] = [bool(DEBUG_VM.search(rest)), bool(re.match(r"\s*!", rest)), False]
-        elif kind == "else" and stack:
-            stack[-1][2] = True
-        elif kind == "endif" and stack:
-            stack.pop()
-    return any(mentions and negated == in_else for mentions, negated, in_else in stack)
-
-
-def _enclosing_function(code, at):
-    """(name, header, body up to AT) of the function around AT, or Nones."""
-    depth, open_at = 0, None
-    for m in re.finditer(r"[{}]", code[:at]):
-        if m.group() == "{":
-            if depth == 0:
-                open_at = m.start()
-            depth += 1
-        else:
-            depth = max(0, depth - 1)
-    if depth == 0 or open_at is None:
-        return None, "", ""
-    start = max(code.rfind(";", 0, open_at), code.rfind("}", 0, open_at),
-                code.rfind("#", 0, open_at)) + 1
-    if code[start - 1:start] == "#":
-        start = code.find("\n", start) + 1
-    header = code[start:open_at]
-    m = re.search(r"(\w+)\s*\((?:[^()]|\([^()]*\))*\)\s*$", header)
-    if not m:
-        return None, header, ""
-    return m.group(1), header, code[open_at:at]
+    """[(line, condition, function)] of the mm_users shortcuts in one C
+    file's TEXT named BASENAME (arches.shortcuts_in_text())."""
+    return [(e.line, e.condition, e.function)
+            for e in arches.shortcuts_in_text(text, basename)]
 
 
 def describe_shortcut(entry):
-    """'arch/mips/kernel/smp.c:545 flush_tlb_mm(): mm_users == 0'."""
-    function = entry.function
-    compare = re.search(r"mm_users\s*\)\s*(==|!=|<=|>=|<|>)\s*(\d+)", entry.condition)
-    if compare:
-        test = "mm_users %s %s" % compare.groups()
-    else:
-        before = re.search(r"(\d+)\s*(==|!=|<=|>=|<|>)\s*atomic_read", entry.condition)
-        test = ("mm_users %s %s" % (FLIP[before.group(2)], before.group(1)) if before
-                else "mm_users == 0")
-    return "%s:%d %s%s" % (entry.file, entry.line, "%s(): " % function if function else "", test)
+    """'arch/mips/kernel/smp.c:545 flush_tlb_mm(): mm_users == 0' (the
+    whole condition for a Shortcut made without its test)."""
+    return "%s:%d %s%s" % (entry.file, entry.line,
+                           "%s(): " % entry.function if entry.function else "",
+                           getattr(entry, "test", None) or entry.condition)
 
 
 # --------------------------------------------------------------------------

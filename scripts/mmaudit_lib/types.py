@@ -10,12 +10,17 @@ Where definitions are found. One grep over the tree's headers lists every
 line that may open a struct definition (`struct TAG {`, `struct TAG` at the
 end of a line with its brace on the next, `struct __packed TAG {`,
 `struct __attribute__((...)) TAG {`, `struct TAG /* comment */ {`); it runs
-once per StructIndex, at the first lookup, and costs about as much as one
-grep for a single tag would (see types_timing in the tests' notes). A
-struct defined in a .c file is visible in that file alone, so .c files are
-not indexed: the `near` file is read itself, with the files it includes by
-a quoted path; with no `near` file, a tag no header defines is looked for
-in the .c files, one grep per such tag.
+once per StructIndex, at the first lookup. On the 6.12 tree (60k C files)
+it takes about 0.6 s, less than one grep for a single tag over the .h and
+.c files (0.9 s): the answers to all later lookups then cost a file parse
+at most (milliseconds). grep runs in the C locale, which is much faster
+than a UTF-8 one for this pattern; files with a NUL byte are skipped as
+binary (-I). A struct defined in a .c file is visible in that file alone,
+so .c files are not indexed: the `near` file is read itself, with the files
+it includes by a quoted path; with no `near` file, a tag with the field in
+no header is looked for in the .c files, one grep per such tag. A typedef
+name is looked up with one grep over the headers per name (names such as
+u64 and size_t, known scalars, are not).
 
 Which definition counts. Files are tried in tiers, and the first tier that
 holds a definition of the tag with that field decides:
@@ -46,15 +51,25 @@ before or after the name (`const`, `__rcu`, `__iomem`, `__percpu`,
 `__counted_by(n)`), arrays, bitfields, nested anonymous struct and union
 members (their fields are the outer struct's), nested named definitions
 (`struct in { ... } x;`: x is a struct in), struct_group() and its kin,
-function pointers (fields whose type is no struct). Not handled, and so
-None: a field declared by a macro (DECLARE_BITMAP(name, n)), a struct
-whose braces only balance once #ifdef branches are chosen, union tags
-(only struct tags are followed), typedefs of anonymous structs, definitions
-spelled through macros (`struct FOO(name) {`).
+function pointers (fields whose type is no struct). Between `struct` and
+the tag, only identifiers that start with `__` (`__packed`, maybe with an
+argument list) and `__attribute__((...))` are taken: that is what the
+kernel writes there (some 200 `struct __packed TAG {`, 10 `struct
+__attribute__((...)) TAG {` in 6.12). Not handled, and so None: a field
+declared by a macro (DECLARE_BITMAP(name, n)), or followed by a macro we do
+not know that does not start with `__` (`fpu FPU_ALIGN`: the name is then
+unsure), a struct whose braces only balance once #ifdef branches are
+chosen, union tags (only struct tags are followed), typedefs of anonymous
+structs, definitions spelled through macros (`struct FOO(name) {`) or with
+`struct` and the tag on different lines.
 
-Lookups never raise on bad input: an unknown tag or field, a file that
-cannot be read, is gone, is not UTF-8 or is over max_bytes all give None.
-Answers are memoized in the object; nothing is kept between objects.
+Lookups never raise on bad input: a tag or field that is not an
+identifier, an unknown one, a tree that does not exist or no grep give
+None; a file that cannot be read, is gone, is not a regular file or is
+over max_bytes is passed over; bytes that are not UTF-8 are read as
+Latin-1 (one character per byte; identifiers are ASCII). The header index,
+file parses, include lists, .c and typedef greps and typedef answers are
+memoized in the object; nothing is kept between objects.
 """
 
 import os
@@ -90,8 +105,10 @@ GREP_ANY_HEAD = _grep_head(r"[A-Za-z_][A-Za-z0-9_]*")
 _PY_ATTR = r"(?:__attribute__\s*\(\([^;{}]*\)\)|__\w+(?:\s*\([^;{}()]*\))?)"
 # A definition, in code without comments: the tag, then the opening brace.
 HEAD = re.compile(r"\bstruct(?:\s+" + _PY_ATTR + r")*\s+([A-Za-z_]\w*)\s*\{")
-# The tag a grep -o match of GREP_ANY_HEAD names: its last identifier.
-MATCH_TAG = re.compile(r"([A-Za-z_]\w*)\s*(?:\{|/[*/])?\s*\Z")
+# One line of grep -o -H -Z GREP_ANY_HEAD: the file name (any byte but NUL,
+# newlines too), a NUL, the match; the tag is the match's last identifier.
+GREP_RECORD = re.compile(rb"([^\0]*)\0[^\n]*?(?<![A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*)"
+                         rb"[ \t\r\f\v]*(?:\{|/[*/])?[ \t\r\f\v]*\n")
 TYPEDEF = re.compile(r"\btypedef\b")
 QUOTED_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"\n]+)"', re.M)
 STRUCT_GROUP = re.compile(r"(struct_group_tagged|struct_group_attr|struct_group|__struct_group)"
@@ -148,7 +165,6 @@ class StructIndex:
         self._includes = {}         # rel -> files it includes by a quoted path
         self._c_defs = {}           # tag -> .c files that may define it
         self._typedef_files = {}    # name -> headers that may define it
-        self._fields = {}           # (tag, field, near) -> answer
         self._typedefs = {}         # (name, near) -> answer
 
     # --- API ----------------------------------------------------------------
@@ -160,11 +176,7 @@ class StructIndex:
         win."""
         if not (_is_ident(tag) and _is_ident(field)) or self.tree is None:
             return None
-        near = self._near(near)
-        key = (tag, field, near)
-        if key not in self._fields:
-            self._fields[key] = self._lookup_field(tag, field, near)
-        return self._fields[key]
+        return self._lookup_field(tag, field, self._near(near))
 
     def resolve(self, tag, fields, near=None):
         """The struct tag at the end of the chain TAG.F1.F2..., or None.
@@ -298,7 +310,7 @@ class StructIndex:
         try:
             proc = subprocess.run(cmd, cwd=self.tree, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL)
-        except OSError:
+        except (OSError, ValueError):       # no grep, no tree, a NUL in its name
             return b""
         finally:
             self.stats["greps"] += 1
@@ -310,21 +322,12 @@ class StructIndex:
         if self._heads is None:
             heads = {}
             out = self._grep(["-o", "-H", "--include=*.h"], GREP_ANY_HEAD)
-            start = 0
-            while True:
-                nul = out.find(b"\0", start)
-                if nul < 0:
-                    break
-                end = out.find(b"\n", nul + 1)
-                if end < 0:
-                    end = len(out)
-                m = MATCH_TAG.search(out[nul + 1:end].decode("latin-1"))
-                if m:
-                    files = heads.setdefault(m.group(1), [])
-                    rel = _tree_name(out[start:nul])
-                    if not files or files[-1] != rel:
-                        files.append(rel)
-                start = end + 1
+            for name, tag in GREP_RECORD.findall(out):
+                files = heads.setdefault(tag.decode("ascii"), [])
+                if not files or files[-1] != name:
+                    files.append(name)
+            for files in heads.values():
+                files[:] = [_tree_name(name) for name in files]
             self._heads = heads
         return self._heads
 

@@ -54,17 +54,10 @@ identifier virtual.callee;
 expression call.arg;
 expression list call.before;
 position call.pc;
-expression R;
 @@
 
 ... when != \(mmget(arg)\|mmget_not_zero(arg)\|arg = get_task_mm(...)\|arg = mm_alloc()\)
-(
-callee@pc(before, arg, ...);
-|
-R = callee@pc(before, arg, ...);
-|
-return callee@pc(before, arg, ...);
-)
+callee@pc(before, arg, ...)
 
 @script:python depends on arg_unpinned@
 pc << call.pc;
@@ -80,6 +73,35 @@ n << call.n;
 @@
 
 emit("arg_pinned", pc[0], index=int(n))
+
+// With -D sub=FLD: the callee borrows FLD of the object it is passed; is
+// arg->FLD pinned on every path to the call?
+@field_unpinned exists@
+identifier virtual.callee, virtual.sub;
+expression call.arg;
+expression list call.before;
+position call.pc;
+@@
+
+... when != \(mmget(arg->sub)\|mmget_not_zero(arg->sub)\|arg->sub = get_task_mm(...)\|arg->sub = mm_alloc()\)
+    when != \(mmget(arg.sub)\|mmget_not_zero(arg.sub)\|arg.sub = get_task_mm(...)\|arg.sub = mm_alloc()\)
+callee@pc(before, arg, ...)
+
+@script:python depends on field_unpinned@
+pc << call.pc;
+n << call.n;
+sub << virtual.sub;
+@@
+
+emit("field_unpinned", pc[0], index=int(n), field=str(sub))
+
+@script:python depends on !field_unpinned@
+pc << call.pc;
+n << call.n;
+sub << virtual.sub;
+@@
+
+emit("field_pinned", pc[0], index=int(n), field=str(sub))
 
 @owner@
 identifier virtual.callee;

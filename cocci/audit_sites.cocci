@@ -631,6 +631,31 @@ emit("owner_chain", p[0], root=str(T), via=str(f1), field=str(fld),
      base="%s%s%s" % (shown(xp or xs), "->" if xp else ".", f1),
      alias_at=int(pa[0].line) if pa else None)
 
+// The owner is a parameter's object (arg->fld): the callers may pin the
+// field of the object they pass before the call.
+@owner_param exists@
+position site.p;
+identifier fn, pm, fld;
+parameter list[n] before;
+type PT;
+@@
+
+fn(before, PT pm, ...) {
+... when any
+\(kthread_use_mm@p\|use_mm@p\)(\(pm->fld\|pm.fld\));
+... when any
+}
+
+@script:python@
+p << site.p;
+pm << owner_param.pm;
+n << owner_param.n;
+fn << owner_param.fn;
+fld << owner_param.fld;
+@@
+
+emit("owner_param", p[0], name=str(pm), index=int(n), callee=str(fn), field=str(fld))
+
 @param exists@
 position site.p;
 identifier fn, pm;

@@ -46,6 +46,8 @@ SHAPES = {
     "pin_lost_paths": ["unreferenced", "unreferenced", "unreferenced", "pinned", "pinned"],
     "two_helper_levels": ["pinned", "grab-only"],
     "pin_in_helper": ["pinned", "pinned", "pinned", "grab-only"],
+    "struct_parameter_pinned_by_callers": ["pinned", "grab-only"],
+    "caller_in_declaration": ["grab-only"],
 }
 
 # The hazards each fixture exists for, per site.

@@ -283,7 +283,34 @@ def judge_callers(site, caller_facts, stores, code, failed_callers=None, failed_
     return worst, "Moderate", what + " pass an mm without mm_users: " + ", ".join(verdicts), steps
 
 
-def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
+def judge_field_callers(site, field_facts, failed_callers, code):
+    """The callers of a function that borrows FIELD of a parameter's object:
+    (all pin it, steps, how many do) or None when there are none to judge."""
+    op = site["facts"]["owner_param"][0]
+    key = (op["callee"], op["index"], op["field"])
+    if key not in field_facts or failed_callers.get(key):
+        return None
+    calls = {}
+    for f in field_facts[key]:
+        if f["kind"] == "call" and f["index"] == op["index"]:
+            calls[_key(f)] = dict(file=f["file"], line=f["line"], func=f["func"], arg=f["arg"])
+    for f in field_facts[key]:
+        c = calls.get(_key(f))
+        if c is not None and f["kind"] in ("field_pinned", "field_unpinned") \
+                and f["index"] == op["index"]:
+            c[f["kind"]] = True
+    if not calls or any(("field_pinned" in c) == ("field_unpinned" in c) for c in calls.values()):
+        return None
+    steps = [_step(c["file"], c["line"], "%s — caller %s() %s %s->%s on every path"
+                   % (code(c["file"], c["line"]), c["func"],
+                      "pins" if "field_pinned" in c else "does not pin", c["arg"], op["field"]))
+             for c in sorted(calls.values(), key=lambda c: (c["file"], c["line"]))]
+    pinned = sum("field_pinned" in c for c in calls.values())
+    return pinned == len(calls), steps, "%d of %d caller(s) of %s() pin %s->%s before the call" % (
+        pinned, len(calls), op["callee"], op["name"], op["field"])
+
+
+def judge_sites(site_facts, stores, code, callers=None, failed_stores=None, field_callers=None):
     sites = {}
     completing = collections.defaultdict(set)     # file: functions that complete an iocb
     for f in site_facts:
@@ -299,7 +326,8 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
             continue
         if f["kind"] in ("unpinned", "pinned"):
             s[f["kind"]] = True
-        elif f["kind"] in ("alias_pinned", "summary_pinned", "current", "released", "put_after", "put_completes",
+        elif f["kind"] in ("alias_pinned", "summary_pinned", "owner_param", "current",
+                           "released", "put_after", "put_completes",
                            "put_calls", "called_completes", "put_in_region", "failed_get",
                            "unchecked_get"):
             s["facts"][f["kind"]].append(f)
@@ -368,6 +396,16 @@ def judge_sites(site_facts, stores, code, callers=None, failed_stores=None):
                     if verdict != "pinned" else "the owning object pins the mm: " + reason
                 if verdict == "unanalyzed":
                     conf = "Low"
+                by_callers = field_callers(s) if field_callers and \
+                    s["facts"]["owner_param"] else None
+                if by_callers and by_callers[0] and verdict != "pinned":
+                    # Every caller pins the field of the object it passes.
+                    chain = by_callers[1]
+                    verdict, conf, reason = ("pinned", "Moderate", "%s; the stores alone say "
+                                             "%s (%s)" % (by_callers[2], verdict, reason))
+                elif by_callers:
+                    chain = by_callers[1] + chain
+                    reason += "; %s" % by_callers[2]
             elif s.get("param") and callers is not None:
                 verdict, conf, reason, steps = callers(s)
                 chain = steps + chain
@@ -573,7 +611,22 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
     callers = functools.partial(judge_callers, caller_facts=caller_facts, stores=stores,
                                 code=code, failed_callers=failed_callers,
                                 failed_stores=failed_stores)
-    results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores)
+    field_facts = {}
+    for f in site_facts:
+        if f["kind"] == "owner_param" and _key(f) in unpinned:
+            key = (f["callee"], f["index"], f["field"])
+            if key in field_facts:
+                continue
+            files = scan.caller_files(tree, f["callee"], unreadable)
+            progress("pass 1c: callers of %s() for .%s in %d files" % (f["callee"], f["field"],
+                                                                        len(files)))
+            field_facts[key], failed_callers[key] = runner.run(
+                CALLERS_RULE, files, defines=["callee=" + f["callee"], "sub=" + f["field"]])
+    results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores,
+                          field_callers=functools.partial(judge_field_callers,
+                                                          field_facts=field_facts,
+                                                          failed_callers=failed_callers,
+                                                          code=code))
     failed = account_for_every_call(tree, textual, results, runner.failed, cover.errors_of)
     failed.update(runner.failed)
     for rel, why in cover.file_reasons().items():

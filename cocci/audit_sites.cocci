@@ -464,7 +464,7 @@ emit("put_in_region", p[0], at=int(pp[0].line))
 // The borrow on the failure branch of mmget_not_zero() (mm_users was
 // already 0: the mm is dying), or after a get whose result nothing tests.
 @failed_get exists@
-expression site.mm; position site.p, pg; statement S;
+expression site.mm; position site.p, pg; statement S; identifier l;
 @@
 
 (
@@ -473,6 +473,10 @@ if (!mmget_not_zero@pg(mm)) { <+... \(kthread_use_mm@p\|use_mm@p\)(mm); ...+> }
 if (!mmget_not_zero@pg(mm)) \(kthread_use_mm@p\|use_mm@p\)(mm);
 |
 if (mmget_not_zero@pg(mm)) S else { <+... \(kthread_use_mm@p\|use_mm@p\)(mm); ...+> }
+|
+if (mmget_not_zero@pg(mm)) \( return ...; \| { ... return ...; } \| goto l; \| { ... goto l; } \)
+... when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
 )
 
 @script:python@
@@ -483,7 +487,7 @@ pg << failed_get.pg;
 emit("failed_get", p[0], at=int(pg[0].line))
 
 @unchecked_get exists@
-expression site.mm; position site.p, pg; expression X;
+expression site.mm; position site.p, pg; expression X; type T; identifier Y;
 @@
 
 (
@@ -493,6 +497,11 @@ mmget_not_zero@pg(mm);
 |
 X = mmget_not_zero@pg(mm);
 ... when != X
+    when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
+\(kthread_use_mm@p\|use_mm@p\)(mm);
+|
+T Y = mmget_not_zero@pg(mm);
+... when != Y
     when != \(mmget(mm)\|mmget_not_zero(mm)\|mm = get_task_mm(...)\|mm = mm_alloc()\)
 \(kthread_use_mm@p\|use_mm@p\)(mm);
 )

@@ -827,6 +827,404 @@ static void kunit_use_mm(struct mm_struct *mm)
 ]
 
 
+# --- The refactors of the issue -------------------------------------------------
+#
+# Each refactor on at least two sites, in both trees where the site exists:
+# the f_fs worker, vfio's dma_rw_chunk and kfd's SDMA worker are the same
+# code in 6.1 and 6.12.  Keep mutants restructure the pin or the borrow
+# (helpers of the same file, a flag); change mutants lose the pin on the
+# borrow's own path.
+
+FFS_FN = "static void ffs_user_copy_worker(struct work_struct *work)\n"
+FFS_BLOCK = "\tif (io_data->read && ret > 0) {\n" + FFS_WRAP
+FFS_REGION = """\
+\t\t\tkthread_use_mm(io_data->mm);
+\t\t\tret = ffs_copy_to_iter(io_data->buf, ret, &io_data->data);
+\t\t\tkthread_unuse_mm(io_data->mm);
+"""
+
+VFIO_PIN = "\tmm = dma->mm;\n\tif (!mmget_not_zero(mm))\n\t\treturn -EPERM;\n"
+VFIO_DECL = "\tbool kthread = current->mm == NULL;\n"
+VFIO_TAIL = "\tif (kthread)\n\t\tkthread_unuse_mm(mm);\nout:\n\tmmput(mm);\n"
+
+KFD_SDMA_DECL = """\
+\tstruct kfd_process_device *pdd;
+\tuint64_t val;
+\tstruct mm_struct *mm;
+\tstruct queue *q;
+\tstruct qcm_process_device *qpd;
+\tstruct device_queue_manager *dqm;
+\tint ret = 0;
+"""
+
+KFD_SDMA_REGION = """\
+\tkthread_use_mm(mm);
+
+\tlist_for_each_entry(sdma_q, &sdma_q_list.list, list) {
+\t\tval = 0;
+\t\tret = read_sdma_queue_counter(sdma_q->rptr, &val);
+\t\tif (ret) {
+\t\t\tpr_debug("Failed to read SDMA queue active counter for queue id: %d",
+\t\t\t\t sdma_q->queue_id);
+\t\t} else {
+\t\t\tsdma_q->sdma_val = val;
+\t\t\tworkarea->sdma_activity_counter += val;
+\t\t}
+\t}
+
+\tkthread_unuse_mm(mm);
+"""
+
+KFD_EXCEPTION_FN = "static void send_exception_work_handler(struct work_struct *work)\n"
+KFD_DQM_FN = "static void copy_context_work_handler (struct work_struct *work)\n"
+XE_SYNC_FN = "static void user_fence_worker(struct work_struct *w)\n"
+IOMMUFD_FN = "int iopt_pages_rw_access(struct iopt_pages *pages, unsigned long start_byte,\n"
+
+KFD_TASK_MM = """\
+static struct mm_struct *kfd_lead_thread_mm(struct task_struct *lead_thread)
+{
+\treturn get_task_mm(lead_thread);
+}
+
+"""
+
+
+def two_tree_mutants(site, function, refactor, kind, expect, edits, check_function=None, why=""):
+    """REFACTOR of a site whose code is the same in 6.1 and 6.12, in both."""
+    return [mutant("%s-%s-%s" % (site, series.replace(".", ""), refactor), series,
+                   edits[0].path, function, kind, expect, edits,
+                   check_function=check_function, why=why)
+            for series in SERIES]
+
+
+ISSUE_MUTANTS = (
+    # 1. A pin helper: a bool helper returning mmget_not_zero() of the
+    # object's field, or of the mm it is passed.
+    two_tree_mutants("ffs", "ffs_user_copy_worker", "pin-helper", "keep", "pinned", [
+        insert_before(FFS, FFS_FN, """\
+static bool ffs_io_data_get_mm(struct ffs_io_data *io_data)
+{
+\treturn mmget_not_zero(io_data->mm);
+}
+
+"""),
+        edit(FFS, "\t\tif (mmget_not_zero(io_data->mm)) {\n", "\t\tif (ffs_io_data_get_mm(io_data)) {\n")],
+        why="1. pin helper: a bool helper returns mmget_not_zero(io_data->mm)")
+    + [
+        mutant("iommufd-612-pin-helper", "6.12", IOMMUFD, "iopt_pages_rw_access", "keep", "pinned", [
+            insert_before(IOMMUFD, IOMMUFD_FN, """\
+static bool iopt_pages_get_mm(struct iopt_pages *pages)
+{
+\treturn mmget_not_zero(pages->source_mm);
+}
+
+"""),
+            edit(IOMMUFD, IOMMUFD_PIN, lambda s: s.replace(
+                "if (!mmget_not_zero(pages->source_mm))", "if (!iopt_pages_get_mm(pages))"))],
+            why="1. pin helper: if (!iopt_pages_get_mm(pages)) return ... before the borrow"),
+        mutant("xe_sync-612-pin-helper", "6.12", XE_SYNC, "user_fence_worker", "keep", "pinned", [
+            insert_before(XE_SYNC, XE_SYNC_FN, """\
+static bool user_fence_get_mm(struct xe_user_fence *ufence)
+{
+\treturn mmget_not_zero(ufence->mm);
+}
+
+"""),
+            edit(XE_SYNC, XE_SYNC_WORKER, lambda s: s.replace(
+                "if (mmget_not_zero(ufence->mm))", "if (user_fence_get_mm(ufence))"))],
+            why="1. pin helper: a bool helper returns mmget_not_zero(ufence->mm)"),
+    ]
+    + two_tree_mutants("vfio", "vfio_iommu_type1_dma_rw_chunk", "pin-helper-mm", "keep", "pinned", [
+        insert_before(VFIO, VFIO_FN, """\
+static bool vfio_dma_mmget(struct mm_struct *mm)
+{
+\treturn mmget_not_zero(mm);
+}
+
+"""),
+        edit(VFIO, VFIO_PIN, lambda s: s.replace("mmget_not_zero(mm)", "vfio_dma_mmget(mm)"))],
+        why="1. pin helper taking the mm itself: if (!vfio_dma_mmget(mm)) return -EPERM")
+    + [
+        mutant("vdpa_sim-612-pin-helper-mm", "6.12", VDPA, "vdpasim_work_fn", "keep", "pinned", [
+            insert_before(VDPA, "static void vdpasim_work_fn(struct kthread_work *work)\n", """\
+static bool vdpasim_mmget(struct mm_struct *mm)
+{
+\treturn mmget_not_zero(mm);
+}
+
+"""),
+            edit(VDPA, VDPA_WORK, lambda s: s.replace("mmget_not_zero(mm)", "vdpasim_mmget(mm)"))],
+            why="1. pin helper taking the mm itself: if (!vdpasim_mmget(mm)) return"),
+    ]
+
+    # 2. The borrow moved into a helper with more arguments than the mm.
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "borrow-helper-args", "keep", "pinned", [
+        insert_before(FFS, FFS_FN, """\
+static int ffs_copy_in_mm(struct ffs_io_data *io_data, struct mm_struct *mm, int len)
+{
+\tint ret;
+
+\tkthread_use_mm(mm);
+\tret = ffs_copy_to_iter(io_data->buf, len, &io_data->data);
+\tkthread_unuse_mm(mm);
+\treturn ret;
+}
+
+"""),
+        edit(FFS, FFS_REGION, "\t\t\tret = ffs_copy_in_mm(io_data, io_data->mm, ret);\n")],
+        check_function="ffs_copy_in_mm",
+        why="2. the borrow in ffs_copy_in_mm(io_data, mm, len), called under mmget_not_zero()")
+    + two_tree_mutants("kfd", "kfd_sdma_activity_worker", "borrow-helper-args", "keep", "pinned", [
+        insert_before(KFD, KFD_SDMA_FN, """\
+static void kfd_sdma_read_counters(struct kfd_sdma_activity_handler_workarea *workarea,
+\t\t\t\t   struct mm_struct *mm,
+\t\t\t\t   struct temp_sdma_queue_list *sdma_q_list)
+{
+\tstruct temp_sdma_queue_list *sdma_q;
+\tuint64_t val;
+\tint ret;
+
+\tkthread_use_mm(mm);
+
+\tlist_for_each_entry(sdma_q, &sdma_q_list->list, list) {
+\t\tval = 0;
+\t\tret = read_sdma_queue_counter(sdma_q->rptr, &val);
+\t\tif (ret) {
+\t\t\tpr_debug("Failed to read SDMA queue active counter for queue id: %d",
+\t\t\t\t sdma_q->queue_id);
+\t\t} else {
+\t\t\tsdma_q->sdma_val = val;
+\t\t\tworkarea->sdma_activity_counter += val;
+\t\t}
+\t}
+
+\tkthread_unuse_mm(mm);
+}
+
+"""),
+        edit(KFD, KFD_SDMA_DECL, lambda s: s.replace("\tuint64_t val;\n", "").replace(
+            "\tint ret = 0;\n", "")),
+        edit(KFD, KFD_SDMA_REGION, "\tkfd_sdma_read_counters(workarea, mm, &sdma_q_list);\n")],
+        check_function="kfd_sdma_read_counters",
+        why="2. the counter loop and its borrow in kfd_sdma_read_counters(workarea, mm, list), "
+            "called after get_task_mm()")
+
+    # 3. Two helper levels: the borrow helper called by a second helper that
+    # passes its mm parameter on.
+    + two_tree_mutants("vfio", "vfio_iommu_type1_dma_rw_chunk", "two-levels", "keep", "pinned", [
+        insert_before(VFIO, VFIO_FN, """\
+static void vfio_dma_rw_use_mm(struct mm_struct *mm)
+{
+\tkthread_use_mm(mm);
+}
+
+static bool vfio_dma_rw_enter_mm(struct mm_struct *mm, bool kthread)
+{
+\tif (kthread)
+\t\tvfio_dma_rw_use_mm(mm);
+\treturn kthread || current->mm == mm;
+}
+
+"""),
+        edit(VFIO, VFIO_BORROW, "\tif (!vfio_dma_rw_enter_mm(mm, kthread))\n\t\tgoto out;\n")],
+        check_function="vfio_dma_rw_use_mm",
+        why="3. two helper levels: vfio_dma_rw_enter_mm(mm, kthread) passes mm on to the borrow helper")
+    + [
+        mutant("kfd-612-exception-two-levels", "6.12", KFD, "send_exception_work_handler", "keep",
+               "pinned", [
+                   insert_before(KFD, KFD_EXCEPTION_FN, """\
+static void kfd_exception_use_mm(struct mm_struct *mm)
+{
+\tkthread_use_mm(mm);
+}
+
+static struct queue *kfd_exception_enter_mm(struct kfd_process *p, struct mm_struct *mm,
+\t\t\t\t\t    unsigned int queue_id)
+{
+\tkfd_exception_use_mm(mm);
+\treturn pqm_get_user_queue(&p->pqm, queue_id);
+}
+
+"""),
+                   edit(KFD, KFD_EXCEPTION, lambda s: s.replace(
+                       "\tkthread_use_mm(mm);\n\n\tq = pqm_get_user_queue(&p->pqm, workarea->queue_id);\n",
+                       "\tq = kfd_exception_enter_mm(p, mm, workarea->queue_id);\n"))],
+               check_function="kfd_exception_use_mm",
+               why="3. two helper levels: kfd_exception_enter_mm(p, mm, id) passes the get_task_mm() "
+                   "mm on to the borrow helper"),
+    ]
+
+    # 4. A helper that borrows the mm field of the object it is passed; the
+    # caller pins that field.
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "struct-param", "keep", "pinned", [
+        insert_before(FFS, FFS_FN, """\
+static int ffs_copy_to_user_mm(struct ffs_io_data *io_data, int len)
+{
+\tint ret;
+
+\tkthread_use_mm(io_data->mm);
+\tret = ffs_copy_to_iter(io_data->buf, len, &io_data->data);
+\tkthread_unuse_mm(io_data->mm);
+\treturn ret;
+}
+
+"""),
+        edit(FFS, FFS_REGION, "\t\t\tret = ffs_copy_to_user_mm(io_data, ret);\n")],
+        check_function="ffs_copy_to_user_mm",
+        why="4. the helper borrows io_data->mm; its caller pins io_data->mm first")
+    + [
+        mutant("xe_sync-612-struct-param", "6.12", XE_SYNC, "user_fence_worker", "keep", "pinned", [
+            insert_before(XE_SYNC, XE_SYNC_FN, """\
+static void user_fence_write(struct xe_user_fence *ufence)
+{
+\tkthread_use_mm(ufence->mm);
+\tif (copy_to_user(ufence->addr, &ufence->value, sizeof(ufence->value)))
+\t\tXE_WARN_ON("Copy to user failed");
+\tkthread_unuse_mm(ufence->mm);
+}
+
+"""),
+            edit(XE_SYNC, """\
+\t\tkthread_use_mm(ufence->mm);
+\t\tif (copy_to_user(ufence->addr, &ufence->value, sizeof(ufence->value)))
+\t\t\tXE_WARN_ON("Copy to user failed");
+\t\tkthread_unuse_mm(ufence->mm);
+""", "\t\tuser_fence_write(ufence);\n")],
+            check_function="user_fence_write",
+            why="4. the helper borrows ufence->mm; its caller pins ufence->mm first"),
+    ]
+
+    # 5. A get_task_mm() wrapper.
+    + two_tree_mutants("kfd", "kfd_sdma_activity_worker", "task-mm-wrapper", "keep", "pinned", [
+        insert_before(KFD, KFD_SDMA_FN, KFD_TASK_MM),
+        edit(KFD, KFD_SDMA_GET, "\tmm = kfd_lead_thread_mm(pdd->process->lead_thread);\n")],
+        why="5. kfd_lead_thread_mm(task) returns get_task_mm(task)")
+    + [
+        mutant("kfd-612-exception-task-mm-wrapper", "6.12", KFD, "send_exception_work_handler", "keep",
+               "pinned", [
+                   insert_before(KFD, KFD_EXCEPTION_FN, KFD_TASK_MM),
+                   edit(KFD, KFD_EXCEPTION, lambda s: s.replace(
+                       "get_task_mm(p->lead_thread)", "kfd_lead_thread_mm(p->lead_thread)"))],
+               why="5. kfd_lead_thread_mm(task) returns get_task_mm(task)"),
+        mutant("kfd_dqm-612-task-mm-wrapper", "6.12", KFD_DQM, "copy_context_work_handler", "keep",
+               "pinned", [
+                   insert_before(KFD_DQM, KFD_DQM_FN, """\
+static struct mm_struct *kfd_process_task_mm(struct kfd_process *p)
+{
+\treturn get_task_mm(p->lead_thread);
+}
+
+"""),
+                   edit(KFD_DQM, KFD_DQM_GET, lambda s: s.replace(
+                       "get_task_mm(p->lead_thread)", "kfd_process_task_mm(p)"))],
+               why="5. kfd_process_task_mm(p) returns get_task_mm(p->lead_thread)"),
+    ]
+
+    # 6. The mmput() moved inside the borrowed region.
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "put-in-region", "change", "unreferenced", [
+        edit(FFS, FFS_WRAP, lambda s: s.replace(
+            "\t\t\tkthread_unuse_mm(io_data->mm);\n\t\t\tmmput(io_data->mm);\n",
+            "\t\t\tmmput(io_data->mm);\n\t\t\tkthread_unuse_mm(io_data->mm);\n"))],
+        why="6. mmput() before kthread_unuse_mm(): the rest of the borrow is unpinned")
+    + two_tree_mutants("kfd", "kfd_sdma_activity_worker", "put-in-region", "change", "unreferenced", [
+        edit(KFD, KFD_SDMA_PUT, lambda s: s.replace(
+            "\tkthread_unuse_mm(mm);\n\tmmput(mm);\n", "\tmmput(mm);\n\tkthread_unuse_mm(mm);\n"))],
+        why="6. mmput() of the get_task_mm() reference before kthread_unuse_mm()")
+    + [
+        mutant("xe_sync-612-put-in-region", "6.12", XE_SYNC, "user_fence_worker", "change",
+               "unreferenced", [
+                   edit(XE_SYNC, XE_SYNC_WORKER, lambda s: s.replace(
+                       "\t\tkthread_unuse_mm(ufence->mm);\n\t\tmmput(ufence->mm);\n",
+                       "\t\tmmput(ufence->mm);\n\t\tkthread_unuse_mm(ufence->mm);\n"))],
+               why="6. mmput() before kthread_unuse_mm()"),
+    ]
+
+    # 7. The borrow on the failure branch of mmget_not_zero().
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "failure-branch", "change", "unreferenced", [
+        edit(FFS, "\t\tif (mmget_not_zero(io_data->mm)) {\n", "\t\tif (!mmget_not_zero(io_data->mm)) {\n")],
+        why="7. a stray '!': the borrow runs when mmget_not_zero() failed")
+    + two_tree_mutants("vfio", "vfio_iommu_type1_dma_rw_chunk", "failure-branch", "change",
+                       "unreferenced", [
+                           edit(VFIO, VFIO_PIN, lambda s: s.replace("!mmget_not_zero", "mmget_not_zero"))],
+                       why="7. the '!' lost: success returns, the borrow follows a failed mmget_not_zero()")
+    + [
+        mutant("xe_sync-612-failure-branch", "6.12", XE_SYNC, "user_fence_worker", "change",
+               "unreferenced", [
+                   edit(XE_SYNC, XE_SYNC_WORKER, lambda s: s.replace(
+                       "if (mmget_not_zero(ufence->mm))", "if (!mmget_not_zero(ufence->mm))"))],
+               why="7. a stray '!': the borrow runs when mmget_not_zero() failed"),
+    ]
+
+    # 8. The result of mmget_not_zero() ignored: the borrow happens regardless.
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "ignored-result", "change", "unreferenced", [
+        edit(FFS, FFS_BLOCK, """\
+\tif (io_data->read && ret > 0) {
+\t\tbool pinned = mmget_not_zero(io_data->mm);
+
+\t\tkthread_use_mm(io_data->mm);
+\t\tret = ffs_copy_to_iter(io_data->buf, ret, &io_data->data);
+\t\tkthread_unuse_mm(io_data->mm);
+\t\tif (pinned)
+\t\t\tmmput(io_data->mm);
+\t\tmmdrop(io_data->mm);
+""")], why="8. the result kept only for the mmput(); the borrow is not guarded by it")
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "ignored-result-bare", "change", "unreferenced", [
+        edit(FFS, FFS_BLOCK, """\
+\tif (io_data->read && ret > 0) {
+\t\tmmget_not_zero(io_data->mm);
+\t\tkthread_use_mm(io_data->mm);
+\t\tret = ffs_copy_to_iter(io_data->buf, ret, &io_data->data);
+\t\tkthread_unuse_mm(io_data->mm);
+\t\tmmput(io_data->mm);
+\t\tmmdrop(io_data->mm);
+""")], why="8. a bare mmget_not_zero(io_data->mm); its result is never tested")
+    + two_tree_mutants("vfio", "vfio_iommu_type1_dma_rw_chunk", "ignored-result", "change",
+                       "unreferenced", [
+                           insert_after(VFIO, VFIO_DECL, "\tbool mm_ok;\n"),
+                           edit(VFIO, VFIO_PIN, "\tmm = dma->mm;\n\tmm_ok = mmget_not_zero(mm);\n"),
+                           edit(VFIO, VFIO_TAIL, lambda s: s.replace(
+                               "\tmmput(mm);\n", "\tif (mm_ok)\n\t\tmmput(mm);\n"))],
+                       why="8. ok = mmget_not_zero(mm) tested only at the mmput()")
+    + [
+        mutant("vdpa_sim-612-ignored-result", "6.12", VDPA, "vdpasim_work_fn", "change", "unreferenced", [
+            edit(VDPA, VDPA_WORK, lambda s: s.replace(
+                "\t\tif (!mmget_not_zero(mm))\n\t\t\treturn;\n", "\t\tmmget_not_zero(mm);\n"))],
+            why="8. a bare mmget_not_zero(mm); its result is never tested"),
+    ]
+
+    # 9. A flag carries the result of mmget_not_zero() to the test.
+    + two_tree_mutants("ffs", "ffs_user_copy_worker", "flag", "keep", "pinned", [
+        edit(FFS, FFS_BLOCK, """\
+\tif (io_data->read && ret > 0) {
+\t\tbool pinned = mmget_not_zero(io_data->mm);
+
+\t\tif (!pinned) {
+\t\t\tret = -EFAULT;
+\t\t\tgoto drop;
+\t\t}
+\t\tkthread_use_mm(io_data->mm);
+\t\tret = ffs_copy_to_iter(io_data->buf, ret, &io_data->data);
+\t\tkthread_unuse_mm(io_data->mm);
+\t\tmmput(io_data->mm);
+drop:
+\t\tmmdrop(io_data->mm);
+""")], why="9. bool pinned = mmget_not_zero(); if (!pinned) goto drop; before the borrow")
+    + two_tree_mutants("vfio", "vfio_iommu_type1_dma_rw_chunk", "flag", "keep", "pinned", [
+        insert_after(VFIO, VFIO_DECL, "\tbool mm_ok;\n"),
+        edit(VFIO, VFIO_PIN, "\tmm = dma->mm;\n\tmm_ok = mmget_not_zero(mm);\n\tif (!mm_ok)\n\t\treturn -EPERM;\n")],
+        why="9. mm_ok = mmget_not_zero(mm); if (!mm_ok) return -EPERM;")
+    + [
+        mutant("vdpa_sim-612-flag", "6.12", VDPA, "vdpasim_work_fn", "keep", "pinned", [
+            edit(VDPA, VDPA_WORK, lambda s: s.replace(
+                "\t\tif (!mmget_not_zero(mm))\n\t\t\treturn;\n",
+                "\t\tbool ok = mmget_not_zero(mm);\n\n\t\tif (!ok)\n\t\t\treturn;\n"))],
+            why="9. bool ok = mmget_not_zero(mm); if (!ok) return;"),
+    ]
+)
+
+MUTANTS += ISSUE_MUTANTS
+
+
 # --- Running them -------------------------------------------------------------
 
 def published(series):

@@ -43,11 +43,13 @@ SHAPES = {
     "store_through_header_type": ["unreferenced"],
     "store_of_unknown_struct": ["unanalyzed"],
     "caller_pins_one_of_two_arguments": ["pinned"],
-    "pin_lost_paths": ["unreferenced", "unreferenced", "unreferenced", "pinned", "pinned"],
+    "pin_lost_paths": ["unreferenced", "unreferenced", "unreferenced", "pinned", "pinned",
+                       "unreferenced", "unreferenced", "pinned"],
     "two_helper_levels": ["pinned", "grab-only"],
     "pin_in_helper": ["pinned", "pinned", "pinned", "grab-only"],
     "struct_parameter_pinned_by_callers": ["pinned", "grab-only"],
     "caller_in_declaration": ["grab-only"],
+    "risk_two_arches": ["grab-only"] * 4,
 }
 
 # The hazards each fixture exists for, per site.
@@ -112,3 +114,22 @@ def test_hazard_names_put_completion_and_exit_aio():
 def test_mixed_stores_name_the_condition():
     data = json.loads(support.audit_fixture_json("field_mixed_stores_review"))
     assert "separated by `use_worker`: pinned when it is true" in data["sites"][0]["reason"]
+
+
+def test_risk_from_the_two_architectures():
+    """A driver built on the architecture whose TLB code skips flushes is high
+    risk; on the other one only, or on neither, low; the shortcut is cited."""
+    data = json.loads(support.audit_fixture_json("risk_two_arches"))
+    got = [(s["file"], s["risk"], s["arches_affected"], s["arches_building"])
+           for s in data["sites"]]
+    assert got == [("drivers/a/a.c", "high", ["fast"], ["fast"]),
+                   ("drivers/b/b.c", "low", [], ["slow"]),
+                   ("drivers/both/both.c", "high", ["fast"], ["fast", "slow"]),
+                   ("drivers/none/none.c", "low", [], [])]
+    assert "arch/fast/kernel/smp.c:5 flush_tlb_mm()" in data["sites"][0]["risk_reason"]
+
+
+def test_no_architectures_is_unknown_risk():
+    data = json.loads(support.audit_fixture_json("field_grab_only_in_other_file"))
+    assert data["sites"][0]["risk"] == "unknown"
+    assert "no architectures" in data["sites"][0]["risk_reason"]

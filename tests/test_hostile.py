@@ -406,9 +406,9 @@ def test_hostile_file_names_are_escaped(tmp_path):
     assert "<img" not in outside_code and "\x1b" not in md
     rows = [l for l in md.splitlines() if l.startswith("| ") and "kthread_use_mm" in l]
     assert len(rows) == 2
-    for row in rows:        # five cells: no | from a name splits a cell
+    for row in rows:        # six cells: no | from a name splits a cell
         cells = re.split(r"(?<!\\)\|", row)[1:-1]
-        assert len(cells) == 5, row
+        assert len(cells) == 6, row
     sarif = json.loads((out / "findings.sarif").read_text())
     uris = sorted(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
                   for r in sarif["runs"][0]["results"])

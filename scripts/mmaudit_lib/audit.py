@@ -8,7 +8,7 @@ import sys
 import time
 
 from . import VERSION, UsageError, coverage as coveragemod, facts as factsmod, scan, spatch, \
-    tree as treemod, types as typesmod
+    risk as riskmod, tree as treemod, types as typesmod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
@@ -433,7 +433,7 @@ def _pin_lost(site):
         return (min(f["at"] for f in facts["failed_get"]),
                 "the borrow is on the failure branch of mmget_not_zero(): mm_users was "
                 "already 0, the mm is being torn down")
-    if facts["unchecked_get"] and not facts["alias_pinned"]:
+    if facts["unchecked_get"]:
         return (min(f["at"] for f in facts["unchecked_get"]),
                 "the result of mmget_not_zero() is not tested before the borrow, which "
                 "runs whether the get succeeded or not")
@@ -628,6 +628,12 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                                                           failed_callers=failed_callers,
                                                           code=code))
     failed = account_for_every_call(tree, textual, results, runner.failed, cover.errors_of)
+    judged = sorted({r["file"] for r in results if r["verdict"] != "pinned"})
+    progress("risk: the architectures that build %d file(s)" % len(judged))
+    risks = riskmod.assess(tree, judged, jobs=jobs, cache=cache)
+    for r in results:
+        r.update(risks.get(r["file"]) if r["verdict"] != "pinned" and r["file"] in risks else
+                 {"risk": None, "arches_affected": [], "arches_building": [], "risk_reason": None})
     failed.update(runner.failed)
     for rel, why in cover.file_reasons().items():
         failed[rel] = "; ".join(filter(None, (failed.get(rel), why)))
@@ -716,8 +722,8 @@ def display_path(path):
 def assemble(spatch_version, tree_info, stats, results):
     """The findings document; audit and merge both build it here."""
     for r in results:       # names from the tree may reach any text
-        for key in ("file", "function", "mm", "reason"):
-            if r[key] is not None:
+        for key in ("file", "function", "mm", "reason", "risk_reason"):
+            if r.get(key) is not None:
                 r[key] = display_path(r[key])
         for step in r["evidence"] + [st for h in r["hazards"] for st in h["evidence"]]:
             step["file"] = display_path(step["file"])

@@ -83,6 +83,14 @@ def _where(s):
                            md_code("%s(%s)" % (s["api"], s["mm"] or "")))
 
 
+def _risk(o, n):
+    """", risk high" for a side that has one; "risk low → high" when it changed."""
+    was, now = (o or {}).get("risk"), (n or {}).get("risk")
+    if was and now and was != now:
+        return ", risk %s → %s" % (md_text(was), md_text(now))
+    return ", risk %s" % md_text(now or was) if (now or was) else ""
+
+
 def to_markdown(old, new, groups):
     name = lambda d: md_text("Linux " + (d["tree"]["version"] or d["tree"]["source"]))  # noqa: E731
     out = ["# mmaudit: %s → %s" % (name(old), name(new)), "",
@@ -97,13 +105,15 @@ def to_markdown(old, new, groups):
         out += ["## %s (%d)" % (title.capitalize(), len(items)), ""]
         for o, n in items:
             if o and n:
-                out.append("- %s: %s → %s%s" % (_where(n), o["verdict"], n["verdict"],
-                                                "" if o["file"] == n["file"]
-                                                else " (moved from %s)" % md_code(o["file"])))
+                out.append("- %s: %s → %s%s%s" % (_where(n), o["verdict"], n["verdict"],
+                                                  "" if o["file"] == n["file"]
+                                                  else " (moved from %s)" % md_code(o["file"]),
+                                                  _risk(o, n)))
             else:
                 s = o or n
-                out.append("- %s: %s (%s)" % (_where(s), s["verdict"],
-                                              "gone in the new tree" if o else "new site"))
+                out.append("- %s: %s (%s)%s" % (_where(s), s["verdict"],
+                                                "gone in the new tree" if o else "new site",
+                                                _risk(None, s) if n else _risk(s, None)))
         out.append("")
     out += _hazards_markdown(old, new, groups["hazards"])
     return "\n".join(out).rstrip("\n") + "\n"

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 
 from . import VERSION, UsageError
-from . import arches
+from . import arches, kbuild
 
 
 # --------------------------------------------------------------------------
@@ -271,6 +271,7 @@ class TreeLookups:
         self.tree = tree
         self._shortcuts = None
         self._drop_files = None
+        self._builds = {}
 
     def arch_shortcuts(self):
         """{arch: [Shortcut(file, line, condition, function)]}: the TLB and
@@ -291,9 +292,17 @@ class TreeLookups:
 
     def affected_archs(self, rel):
         """Architectures whose TLB code skips flushes on mm_users and that
-        can run REL: its own architecture for a file under arch/X/, every
-        such architecture otherwise."""
+        can build REL: as the tree's Makefiles and each architecture's
+        Kconfig say (kbuild.py; one whose answer is unknown stays in). A
+        tree without arch/*/Kconfig: its own architecture for a file under
+        arch/X/, every such architecture otherwise."""
         shortcuts = self.arch_shortcuts()
+        if rel not in self._builds:
+            self._builds[rel] = (kbuild.triage(self.tree, [rel]).get(rel, {})
+                                 if kbuild.tree_arches(self.tree) else {})
+        states = self._builds[rel]
+        if states:
+            return sorted(a for a in shortcuts if states.get(a, ("unknown",))[0] != "no")
         parts = rel.split("/")
         if parts[0] == "arch" and len(parts) > 2:
             return [parts[1]] if parts[1] in shortcuts else []
@@ -590,8 +599,8 @@ def _failure(lookups, p):
     archs = lookups.affected_archs(site["file"])
     shortcuts = lookups.arch_shortcuts()
     if not archs:
-        return [API + " No architecture's TLB code in this tree skips flushes for %s, so "
-                "the patch closes the teardown race only: when the owner exits, mm_users "
+        return [API + " No architecture that can build %s has TLB code that skips flushes "
+                "on mm_users, so the patch closes the teardown race only: when the owner exits, mm_users "
                 "drops to 0 and __mmput() tears the address space down (exit_mmap()) while "
                 "%s() may still have it loaded." % (site["file"], fn)]
     cites = ["  " + describe_shortcut(shortcuts[a][0]) for a in archs]

@@ -100,8 +100,9 @@ def to_text(data):
     for s in data["sites"]:
         call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"] + "()"
         where = "%s:%d:%d" % (s["file"], s["line"], s["column"] + 1)
-        out.append(printable("%s: %s (%s): %s%s: %s" % (
-            where, s["verdict"], s["confidence"], call,
+        out.append(printable("%s: %s (%s%s): %s%s: %s" % (
+            where, s["verdict"], s["confidence"],
+            ", risk %s" % s["risk"] if s.get("risk") else "", call,
             " in %s()" % s["function"] if s["function"] else "", s["reason"])))
         for h in s["hazards"]:
             out.append(printable("%s: hazard %s: %s" % (where, h["kind"], h["reason"])))
@@ -172,6 +173,12 @@ def _site_results(s, index, hazard_index):
             "partialFingerprints": {"mmauditSite/v1": fingerprint(s)},
             "properties": {"verdict": s["verdict"], "confidence": s["confidence"]},
         }
+        if s.get("risk"):
+            # SARIF rank (0-100): high risk first in viewers that sort by it.
+            result["rank"] = RISK_RANK[s["risk"]]
+            result["properties"].update(risk=s["risk"], arches_affected=s["arches_affected"],
+                                        arches_building=s["arches_building"],
+                                        risk_reason=s["risk_reason"])
         related = _related(s["evidence"])
         if related:
             result["relatedLocations"] = related
@@ -212,27 +219,40 @@ def to_markdown(data, tree=None, context=3, fixes=None):
     if data["stats"]["files_unreadable"]:
         out += ["Files or directories that could not be read, so not searched: " + ", ".join(
             md_code(f) for f in data["stats"]["files_unreadable"]), ""]
-    out += ["## Sites", "", "| site | function | call | verdict | confidence |",
-            "|---|---|---|---|---|"]
+    out += ["## Sites", "", "| site | function | call | verdict | confidence | risk |",
+            "|---|---|---|---|---|---|"]
     for s in data["sites"]:
-        out.append("| %s | %s | %s | **%s**%s | %s |" % (
+        out.append("| %s | %s | %s | **%s**%s | %s | %s |" % (
             md_code("%s:%d" % (s["file"], s["line"])), md_text(s["function"] or "-"),
             md_code("%s(%s)" % (s["api"], s["mm"] or "")), s["verdict"],
-            "".join(", hazard %s" % md_text(h["kind"]) for h in s["hazards"]), s["confidence"]))
+            "".join(", hazard %s" % md_text(h["kind"]) for h in s["hazards"]), s["confidence"],
+            md_text(s.get("risk") or "-")))
     out.append("")
     out += _hazards_markdown(data, tree, context)
-    for s in data["sites"]:
+    # Findings by risk (the architectures that can build the file), then path.
+    for s in sorted(data["sites"], key=lambda s: (risk_order(s), s["file"], s["line"])):
         if s["verdict"] == "pinned":
             continue
         out += ["## %s: %s %s()" % (s["verdict"], md_code("%s:%d" % (s["file"], s["line"])),
                                        md_text(s["function"] or "")),
                 "", md_text(s["reason"]) + " (confidence %s)." % s["confidence"], ""]
+        if s.get("risk"):
+            out += ["Risk: **%s**: %s." % (md_text(s["risk"]), md_text(s.get("risk_reason") or "")),
+                    ""]
         out += _evidence_markdown(s["evidence"])
         if tree:
             out += _code(tree, s["file"], s["line"], context)
         if fixes and (s["file"], s["line"]) in fixes:
             out += [fixes[(s["file"], s["line"])], ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+RISK_RANK = {"high": 90.0, "unknown": 50.0, "low": 10.0}
+
+
+def risk_order(site):
+    """Sort key: high risk first, then unknown, then low, then none."""
+    return -RISK_RANK.get(site.get("risk"), 0.0)
 
 
 def _evidence_markdown(evidence):

@@ -215,7 +215,16 @@ def test_archconfigs_key_follows_kconfig_and_toolchain(tree_copy, tmp_path, monk
     again = kbuild.ArchConfigs(tree_copy, cache)
     again.prefetch(["gamma"])
     assert again.runs == ["gamma"]
-    # the entries of the tree's earlier key are gone
+    # the entries of the tree's earlier key are gone, and so are those of
+    # a tree that is gone
+    gone = tmp_path / "gone"
+    shutil.copytree(tree_copy, gone)
+    kbuild.ArchConfigs(str(gone), cache).prefetch(["gamma"])
+    assert len(os.listdir(cache)) == 2
+    shutil.rmtree(gone)
+    os.utime(kconfig, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    again = kbuild.ArchConfigs(tree_copy, cache)
+    again.prefetch(["gamma"])
     assert os.listdir(cache) == [again.key[:32]]
     assert sorted(os.listdir(os.path.join(cache, again.key[:32]))) == \
         ["TREE", "gamma.allmodconfig.json"]

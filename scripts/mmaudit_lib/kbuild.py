@@ -30,11 +30,19 @@ Literals of a conjunction: `CONFIG_X` (set, y or m), `CONFIG_X=y`,
 `CONFIG_X=m`, `ARCH=a` (built with ARCH=a), `!` before any of these (not so),
 and `?text` for a condition that could not be read (always unknown).
 
-Limits, said where they apply: "no" means "not set by allmodconfig" (a
-symbol that allmodconfig leaves off, such as the other side of a choice or of
-`depends on !FOO`, is reported as not set); a file that is not compiled but
-`#include`d by another file is unknown; `:=` is read as adding to a list
-(kbuild's lists are never reset after being added to).
+A variable whose value depends on a condition (`BITS` under `ifeq
+($(CONFIG_X86_32),y)`, kbuild's `x-y` lists built by `x-$(CONFIG_Y)` lines
+and used as `$(x-y)`) stands for each of its values in turn, under that
+value's condition.  The top Makefile and arch/<arch>/Makefile are read
+leniently: conditions other than CONFIG_/ARCH tests count as true and items
+that cannot be expanded are skipped (libgcc, the EFI stub library).
+
+Limits: "no" means "not set by allmodconfig" (a symbol that allmodconfig
+leaves off, such as the other side of a choice or of `depends on !FOO`, is
+reported as not set; allyesconfig gives the same answers for every finding
+of 6.12); a file that is not compiled but `#include`d by another one
+is unknown; `:=` is read as adding to a list; a part listed as
+`x-$(CONFIG_Y)` of a built-in composite x.o counts when CONFIG_Y is m too.
 """
 
 import collections
@@ -1332,7 +1340,8 @@ class ArchConfigs:
 
     def _claim_dir(self, directory):
         """Make the cache directory of this key, and drop the entries of
-        earlier keys of the same tree (each names its tree in TREE)."""
+        earlier keys of the same tree and of trees that are gone (each
+        directory names its tree in TREE)."""
         if os.path.isdir(directory):
             return
         os.makedirs(directory, exist_ok=True)
@@ -1343,10 +1352,10 @@ class ArchConfigs:
                 continue
             try:
                 with open(os.path.join(other, "TREE")) as f:
-                    same = f.read() == self.tree + "\n"
+                    named = f.read()
             except OSError:
                 continue
-            if same:
+            if named == self.tree + "\n" or not os.path.isdir(named.rstrip("\n")):
                 shutil.rmtree(other, ignore_errors=True)
 
     def _store(self, arch, res):
@@ -1384,11 +1393,25 @@ def _mtime(path):
         return None
 
 
+_SHARED = {}
+
+
+def shared_configs(tree, cache_dir=None, target="allmodconfig"):
+    """One ArchConfigs per tree, cache directory and target for the whole
+    process: the tree key (a walk of the tree) and the cached symbol sets
+    are read once however many times triage() is called."""
+    key = (os.path.realpath(tree), cache_dir, target)
+    if key not in _SHARED:
+        _SHARED[key] = ArchConfigs(tree, cache_dir, target)
+    return _SHARED[key]
+
+
 def triage(tree, rels, configs=None, cache_dir=None):
     """{rel: {arch: (state, why)}} for the files RELS, running Kconfig only
-    for the architectures some answer needs."""
+    for the architectures some answer needs.  Without CONFIGS, the
+    process's shared_configs() of TREE."""
     if configs is None:
-        configs = ArchConfigs(tree, cache_dir)
+        configs = shared_configs(tree, cache_dir)
     arches = configs.arches()
     reqs = {rel: required_symbols(tree, rel, arches) for rel in rels}
     needed = sorted({a for rel, req in reqs.items() for a in arches

@@ -61,6 +61,14 @@ def insert_before(path, anchor, text, count=1):
     return Edit(path, anchor, text + anchor, count)
 
 
+def borrow_in_helper(path, fn_anchor, name, at, arg):
+    """The edits that move the borrow kthread_use_mm(ARG), in the text AT, into
+    a static helper NAME that takes the mm, defined before FN_ANCHOR."""
+    return [insert_before(path, fn_anchor, "static void %s(struct mm_struct *mm)\n{\n"
+                          "\tkthread_use_mm(mm);\n}\n\n" % name),
+            edit(path, at, lambda s: s.replace("kthread_use_mm(%s)" % arg, "%s(%s)" % (name, arg)))]
+
+
 def rename(word, to):
     """A function that renames the identifier WORD in a block (not a
     struct member of the same name)."""
@@ -559,14 +567,7 @@ wake:
 
     # --- vfio ---------------------------------------------------------------
     mutant("vfio-612-helper", "6.12", VFIO, "vfio_iommu_type1_dma_rw_chunk", "keep", "pinned", [
-        insert_before(VFIO, VFIO_FN, """\
-static void vfio_dma_rw_use_mm(struct mm_struct *mm)
-{
-\tkthread_use_mm(mm);
-}
-
-"""),
-        edit(VFIO, VFIO_BORROW, lambda s: s.replace("kthread_use_mm(mm)", "vfio_dma_rw_use_mm(mm)"))],
+        *borrow_in_helper(VFIO, VFIO_FN, "vfio_dma_rw_use_mm", VFIO_BORROW, "mm")],
         check_function="vfio_dma_rw_use_mm",
         why="the borrow in a helper taking the mm, called after mmget_not_zero()"),
     mutant("vfio-61-drop-pin", "6.1", VFIO, "vfio_iommu_type1_dma_rw_chunk", "change", "grab-only", [
@@ -706,14 +707,7 @@ static void vas_user_win_ref_set_mm(struct vas_user_win_ref *task_ref)
         edit(KVM_MAIN, KVM_GRAB, "\tkvm->mm = current->mm;\n")],
         why="kvm_create_vm() without mmgrab()"),
     mutant("kvm-61-helper", "6.1", XEN, "kvm_xen_set_evtchn", "keep", "grab-only", [
-        insert_before(XEN, XEN_FN, """\
-static void kvm_xen_use_mm(struct mm_struct *mm)
-{
-\tkthread_use_mm(mm);
-}
-
-"""),
-        edit(XEN, XEN_BORROW, lambda s: s.replace("kthread_use_mm(kvm->mm)", "kvm_xen_use_mm(kvm->mm)"))],
+        *borrow_in_helper(XEN, XEN_FN, "kvm_xen_use_mm", XEN_BORROW, "kvm->mm")],
         check_function="kvm_xen_use_mm",
         why="the borrow in a helper; the caller passes kvm->mm, stored with mmgrab()"),
 
@@ -784,14 +778,7 @@ static void kvm_xen_use_mm(struct mm_struct *mm)
         insert_after(BCACHEFS, BCACHEFS_STORE, "\tif (dio->mm)\n\t\tmmgrab(dio->mm);\n")],
         why="mmgrab() at the store"),
     mutant("bcachefs-612-helper", "6.12", BCACHEFS, "bch2_dio_write_continue", "keep", "unreferenced", [
-        insert_before(BCACHEFS, BCACHEFS_FN, """\
-static void bch2_dio_use_mm(struct mm_struct *mm)
-{
-\tkthread_use_mm(mm);
-}
-
-"""),
-        edit(BCACHEFS, BCACHEFS_CONTINUE, lambda s: s.replace("kthread_use_mm(mm)", "bch2_dio_use_mm(mm)"))],
+        *borrow_in_helper(BCACHEFS, BCACHEFS_FN, "bch2_dio_use_mm", BCACHEFS_CONTINUE, "mm")],
         check_function="bch2_dio_use_mm",
         why="the borrow in a helper; the caller passes an alias of dio->mm"),
     mutant("bcachefs-612-braces", "6.12", BCACHEFS, "bch2_dio_write_continue", "keep", "unreferenced", [
@@ -814,14 +801,7 @@ static void bch2_dio_use_mm(struct mm_struct *mm)
         edit(KUNIT, KUNIT_BORROW, "\tmmput(mm);\n" + KUNIT_BORROW)],
         why="mmput() of the only (mm_alloc()) reference before the borrow: nothing holds the mm"),
     mutant("kunit-612-helper", "6.12", KUNIT, "kunit_attach_mm", "keep", "pinned", [
-        insert_before(KUNIT, KUNIT_FN, """\
-static void kunit_use_mm(struct mm_struct *mm)
-{
-\tkthread_use_mm(mm);
-}
-
-"""),
-        edit(KUNIT, KUNIT_BORROW, lambda s: s.replace("kthread_use_mm(mm)", "kunit_use_mm(mm)"))],
+        *borrow_in_helper(KUNIT, KUNIT_FN, "kunit_use_mm", KUNIT_BORROW, "mm")],
         check_function="kunit_use_mm",
         why="the borrow in a helper, called with the mm_alloc() mm"),
 ]

@@ -81,6 +81,28 @@ def valid_fact(fact):
     return fact["line"] > 0 and fact["col"] >= 0
 
 
+def load_entry(path, max_size, fields):
+    """The JSON object of a cache entry at PATH with exactly FIELDS, or None:
+    no link is followed, no FIFO or device opened, nothing over MAX_SIZE read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_size:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            entry = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return entry if isinstance(entry, dict) and set(entry) == set(fields) else None
+
+
 def content_hash(tree, rel):
     h = hashlib.sha256()
     with open(os.path.join(tree, rel), "rb") as f:
@@ -117,23 +139,9 @@ class FactCache:
 
     def get(self, key, content):
         """The cached facts, or None for anything but an intact entry."""
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY:
-                return None
-            with os.fdopen(fd, "rb") as f:
-                fd = None
-                entry = json.loads(f.read())
-        except (OSError, ValueError):
-            return None
-        finally:
-            if fd is not None:
-                os.close(fd)
-        if not isinstance(entry, dict) or set(entry) != {"schema", "key", "content", "facts", "digest"}:
+        entry = load_entry(self._path(key), MAX_ENTRY,
+                           {"schema", "key", "content", "facts", "digest"})
+        if entry is None:
             return None
         if (entry["schema"], entry["key"], entry["content"]) != (FACTS_SCHEMA, key, content):
             return None

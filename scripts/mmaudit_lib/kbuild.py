@@ -53,10 +53,11 @@ import os
 import platform
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
+
+from . import facts
 
 SCHEMA = "mmaudit-kconfig/1"
 TARGETS = ("allmodconfig", "allyesconfig")
@@ -1302,25 +1303,10 @@ class ArchConfigs:
         return ArchResult(symbols, error, round(seconds, 2), False, rebuilt), transient
 
     def _load(self, arch):
-        path = self._entry_path(arch)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY:
-                return None
-            with os.fdopen(fd, "rb") as f:
-                fd = None
-                entry = json.loads(f.read())
-        except (OSError, ValueError):
-            return None
-        finally:
-            if fd is not None:
-                os.close(fd)
-        fields = {"schema", "key", "arch", "target", "symbols", "error", "seconds", "digest"}
-        if not isinstance(entry, dict) or set(entry) != fields:
+        entry = facts.load_entry(self._entry_path(arch), MAX_ENTRY,
+                                 {"schema", "key", "arch", "target", "symbols", "error",
+                                  "seconds", "digest"})
+        if entry is None:
             return None
         if (entry["schema"], entry["key"], entry["arch"], entry["target"]) != \
                 (SCHEMA, self.key, arch, self.target):

@@ -35,6 +35,7 @@ def shown(e):
 # return a get_task_mm() reference.
 PIN_HELPERS = {}
 MM_SOURCES = set()
+COMPLETERS = set()
 
 @site@
 expression mm;
@@ -197,6 +198,7 @@ emit("alias_pinned", p[0], alias=shown(A))
 
 PIN_HELPERS.clear()
 MM_SOURCES.clear()
+COMPLETERS.clear()
 
 @pin_helper_def@
 identifier fn, pm, fld;
@@ -218,37 +220,25 @@ fld << pin_helper_def.fld = "";
 
 PIN_HELPERS[str(fn)] = (int(k), str(fld) if fld else None)
 
+// Anchored on the get, not on every function of the file.
 @mm_source_def@
-identifier fn;
+position pg;
+identifier x;
 @@
 
-fn(...) {
-... when any
-return get_task_mm(...);
-}
-
-@mm_source_local@
-identifier fn, x;
-@@
-
-fn(...) {
-... when any
-x = get_task_mm(...);
-... when any
+(
+return get_task_mm@pg(...);
+|
+x = get_task_mm@pg(...);
+...
 return x;
-}
+)
 
 @script:python@
-fn << mm_source_def.fn;
+pg << mm_source_def.pg;
 @@
 
-MM_SOURCES.add(str(fn))
-
-@script:python@
-fn << mm_source_local.fn;
-@@
-
-MM_SOURCES.add(str(fn))
+MM_SOURCES.add(pg[0].current_element)
 
 // A path to the borrow that no pin of this file's summaries covers: a
 // helper's call on the mm itself, or on the object whose field it is, or
@@ -551,8 +541,23 @@ pp << put_after.pp;
 
 emit("put_after", p[0], at=int(pp[0].line))
 
+@completes@
+expression E; expression list I; position pk;
+@@
+
+\(E->ki_complete@pk(I)\|ki_complete@pk(I)\|aio_complete@pk(I)\)
+
+@script:python@
+pk << completes.pk;
+@@
+
+emit("completes", pk[0])
+COMPLETERS.add(pk[0].current_element)
+
+// Calls after the put of functions of this file that complete an iocb.
 @put_calls exists@
-expression site.mm; position site.p, pp, pc; identifier g;
+expression site.mm; position site.p, pp, pc;
+identifier g : script:python() { str(g) in COMPLETERS };
 @@
 
 \(kthread_use_mm@p\|use_mm@p\)(mm);
@@ -570,17 +575,6 @@ g << put_calls.g;
 
 emit("put_calls", p[0], put=int(pp[0].line), at=int(pc[0].line), callee=str(g))
 
-@completes@
-expression E; expression list I; position pk;
-@@
-
-\(E->ki_complete@pk(I)\|ki_complete@pk(I)\|aio_complete@pk(I)\)
-
-@script:python@
-pk << completes.pk;
-@@
-
-emit("completes", pk[0])
 
 @script:python site_fn@
 p << site.p;

@@ -512,7 +512,7 @@ def in_shard(files, shard):
     return [f for k, f in enumerate(sorted(files)) if k % count == index - 1]
 
 
-def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
+def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk=True):
     """Audit PATH; CACHE is a facts.FactCache, or None to run spatch on every file."""
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
@@ -576,8 +576,12 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
         tags = field_tags.setdefault(o["field"], set())
         if o["type"] and "{" not in o["type"]:
             tags.add(o["type"].split()[-1])
-    store_files = sorted(set(scan.store_files(tree, field_tags, unreadable))
-                         | {o["file"] for o in owners})
+    # The callers of functions that borrow a field of a parameter's object
+    # (pass 1c) are found in the same walk of the tree as the store files.
+    wanted = [f for f in site_facts if f["kind"] == "owner_param" and _key(f) in unpinned]
+    found, callers_of = scan.store_files(tree, field_tags, unreadable,
+                                         callees=sorted({f["callee"] for f in wanted}))
+    store_files = sorted(set(found) | {o["file"] for o in owners})
     stores, failed_stores = {}, {}
     for field in sorted(field_tags):
         progress("pass 2: stores to .%s in %d files" % (field, len(store_files)))
@@ -612,16 +616,22 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                                 code=code, failed_callers=failed_callers,
                                 failed_stores=failed_stores)
     field_facts = {}
-    for f in site_facts:
-        if f["kind"] == "owner_param" and _key(f) in unpinned:
-            key = (f["callee"], f["index"], f["field"])
-            if key in field_facts:
-                continue
-            files = scan.caller_files(tree, f["callee"], unreadable)
+    for f in wanted:
+        key = (f["callee"], f["index"], f["field"])
+        if key not in field_facts:
+            files = callers_of[f["callee"]]
             progress("pass 1c: callers of %s() for .%s in %d files" % (f["callee"], f["field"],
                                                                         len(files)))
-            field_facts[key], failed_callers[key] = runner.run(
-                CALLERS_RULE, files, defines=["callee=" + f["callee"], "sub=" + f["field"]])
+            facts, failed = runner.run(CALLERS_RULE, files,
+                                       defines=["callee=" + f["callee"], "sub=" + f["field"]])
+            field_facts[key], failed_callers[key] = facts, failed
+            seen = {(g["file"], g["line"]) for g in facts if g["kind"] == "call"}
+            for rel in files:       # a call spatch did not see: the callers cannot decide
+                if rel not in failed and cover.missing(
+                        rel, *coveragemod.call_candidates(tree, rel, f["callee"]),
+                        seen_lines={l for r, l in seen if r == rel},
+                        what="a call of %s()" % f["callee"]):
+                    failed[rel] = "a call of %s() was not analyzed" % f["callee"]
     results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores,
                           field_callers=functools.partial(judge_field_callers,
                                                           field_facts=field_facts,
@@ -629,8 +639,12 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None):
                                                           code=code))
     failed = account_for_every_call(tree, textual, results, runner.failed, cover.errors_of)
     judged = sorted({r["file"] for r in results if r["verdict"] != "pinned"})
-    progress("risk: the architectures that build %d file(s)" % len(judged))
-    risks = riskmod.assess(tree, judged, jobs=jobs, cache=cache)
+    if risk:
+        progress("risk: the architectures that build %d file(s)" % len(judged))
+        risks = riskmod.assess(tree, judged, jobs=jobs, cache=cache)
+    else:
+        risks = {rel: {"risk": "unknown", "arches_affected": [], "arches_building": [],
+                       "risk_reason": "not computed (--no-risk)"} for rel in judged}
     for r in results:
         r.update(risks.get(r["file"]) if r["verdict"] != "pinned" and r["file"] in risks else
                  {"risk": None, "arches_affected": [], "arches_building": [], "risk_reason": None})

@@ -76,23 +76,33 @@ def grep_files(tree, pattern, unreadable=None):
     return sorted(_parse_names(_run_grep(tree, ["-l"], pattern, unreadable)))
 
 
-def store_files(tree, field_tags, unreadable=None):
+def store_files(tree, field_tags, unreadable=None, callees=None):
     """Files that store to a field and mention one of the struct tags that
-    own that field: FIELD_TAGS maps a field name to its set of tags.
+    own that field: FIELD_TAGS maps a field name to its set of tags.  With
+    CALLEES, the same walk of the tree also finds the files that call each:
+    then (store files, {callee: files}).
 
     A file that vanished or cannot be read is skipped and, if UNREADABLE (a
     set) is given, added to it."""
-    chosen = set()
-    for field, tags in sorted(field_tags.items()):
-        if not tags:
+    wanted = {field: (re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags))),
+                      re.compile(r"(->|\.)\s*%s\s*=[^=]" % re.escape(field)))
+              for field, tags in field_tags.items() if tags}
+    calls = {c: re.compile(r"\b%s\s*\(" % re.escape(c)) for c in callees or ()}
+    patterns = [r"(->|\.)[[:space:]]*(%s)[[:space:]]*=[^=]" % "|".join(
+        re.escape(f) for f in sorted(wanted))] if wanted else []
+    if calls:
+        patterns.append(r"\b(%s)[[:space:]]*\(" % "|".join(re.escape(c) for c in sorted(calls)))
+    chosen, callers = set(), {c: [] for c in calls}
+    for rel in grep_files(tree, "|".join(patterns), unreadable) if patterns else []:
+        text = _read_text(tree, rel, unreadable)
+        if text is None:
             continue
-        wanted = re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags)))
-        store = r"(->|\.)[[:space:]]*%s[[:space:]]*=[^=]" % re.escape(field)
-        for rel in grep_files(tree, store, unreadable):
-            text = _read_text(tree, rel, unreadable)
-            if text is not None and wanted.search(text):
-                chosen.add(rel)
-    return sorted(chosen)
+        if any(store.search(text) and tag.search(text) for tag, store in wanted.values()):
+            chosen.add(rel)
+        for c, call in calls.items():
+            if call.search(text):
+                callers[c].append(rel)
+    return (sorted(chosen), callers) if callees is not None else sorted(chosen)
 
 
 def tags_in(tree, rel, tags):

@@ -108,8 +108,36 @@ def test_audit_612_verdicts(audit612):
     assert _verdicts(audit612) == AUDIT_612
 
 
-def test_audit_61_verdicts(tree61):
-    assert _verdicts(_audit(tree61, "-j", "2")) == AUDIT_61
+@pytest.fixture(scope="module")
+def audit61(tree61):
+    return _audit(tree61, "-j", "2")
+
+
+def test_audit_61_verdicts(audit61):
+    assert _verdicts(audit61) == AUDIT_61
+
+
+def _risks(text):
+    return {s["file"]: s["risk"] for s in json.loads(text)["sites"]
+            if s["verdict"] in ("grab-only", "unreferenced")}
+
+
+def test_risk_612(audit612):
+    """x86-only findings are low risk; powerpc's VAS and bcachefs (built
+    everywhere by allmodconfig) are high: decided by each tree's Kconfig."""
+    assert _risks(audit612) == {"arch/powerpc/platforms/book3s/vas-api.c": "high",
+                                "arch/x86/kvm/xen.c": "low",
+                                "drivers/dma/idxd/cdev.c": "low",
+                                "fs/bcachefs/fs-io-direct.c": "high"}
+    vas = next(s for s in json.loads(audit612)["sites"] if "vas-api" in s["file"])
+    assert vas["arches_affected"] == ["powerpc"] and vas["arches_building"] == ["powerpc"]
+
+
+def test_risk_61(audit61):
+    risks = _risks(audit61)
+    assert risks["drivers/usb/gadget/legacy/inode.c"] == "high"
+    assert risks["arch/powerpc/platforms/book3s/vas-api.c"] == "high"
+    assert risks["arch/x86/kvm/xen.c"] == risks["drivers/dma/idxd/cdev.c"] == "low"
 
 
 def test_every_textual_call_is_accounted_for(tree612, audit612):

@@ -558,14 +558,9 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
         if depth < MAX_CALLER_DEPTH:
             queue += [(f["caller"], f["param"], depth + 1) for f in mine
                       if f["kind"] == "arg_param" and _key(f) not in pinned_or_owned]
-        seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "call"}
-        for rel in files:
-            if rel not in failed:
-                missed = cover.missing(rel, *coveragemod.call_candidates(tree, rel, callee),
-                                       seen_lines={l for r, l in seen if r == rel},
-                                       what="a call of %s()" % callee)
-                if missed:
-                    failed[rel] = _unseen_reason("the call", missed)
+        cover.account(files, facts, "call",
+                      functools.partial(coveragemod.call_candidates, tree, callee=callee),
+                      "a call of %s()" % callee, "the call", failed)
     every_fact = site_facts + [f for fs in caller_facts.values() for f in fs]
     unpinned |= {_key(f) for f in every_fact if f["kind"] in ("unpinned", "arg_unpinned")}
     owners = [o for o in every_fact if o["kind"] in ("owner", "arg_owner") and _key(o) in unpinned]
@@ -593,14 +588,9 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
                 tag = structs.field_struct(_tag(s["chain"][0]), s["chain"][1], near=s["file"])
                 s["type"] = "struct " + tag if tag else None
             stores[k + (field,)] = s
-        seen = {(f["file"], f["line"]) for f in facts if f["kind"] == "store"}
-        for rel in store_files:
-            if rel not in failed_stores[field]:
-                missed = cover.missing(rel, *coveragemod.store_candidates(tree, rel, field),
-                                       seen_lines={l for r, l in seen if r == rel},
-                                       what="a store to .%s" % field)
-                if missed:
-                    failed_stores[field][rel] = _unseen_reason("the store", missed)
+        cover.account(store_files, facts, "store",
+                      functools.partial(coveragemod.store_candidates, tree, field=field),
+                      "a store to .%s" % field, "the store", failed_stores[field])
     for field, files in failed_stores.items():
         files.update((rel, (why, scan.tags_in(tree, rel, field_tags[field])))
                      for rel, why in files.items())
@@ -625,13 +615,11 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
             facts, failed = runner.run(CALLERS_RULE, files,
                                        defines=["callee=" + f["callee"], "sub=" + f["field"]])
             field_facts[key], failed_callers[key] = facts, failed
-            seen = {(g["file"], g["line"]) for g in facts if g["kind"] == "call"}
-            for rel in files:       # a call spatch did not see: the callers cannot decide
-                if rel not in failed and cover.missing(
-                        rel, *coveragemod.call_candidates(tree, rel, f["callee"]),
-                        seen_lines={l for r, l in seen if r == rel},
-                        what="a call of %s()" % f["callee"]):
-                    failed[rel] = "a call of %s() was not analyzed" % f["callee"]
+            # A call spatch did not see: the callers cannot decide.
+            cover.account(files, facts, "call",
+                          functools.partial(coveragemod.call_candidates, tree,
+                                            callee=f["callee"]),
+                          "a call of %s()" % f["callee"], "the call", failed)
     results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores,
                           field_callers=functools.partial(judge_field_callers,
                                                           field_facts=field_facts,
@@ -722,10 +710,6 @@ def account_for_every_call(tree, textual, results, why_failed, errors_of=lambda 
                                 mm=None, verdict="unanalyzed", confidence="Low",
                                 reason=reason, evidence=[], hazards=[]))
     return failed
-
-
-def _unseen_reason(what, missed):
-    return "; ".join("%s at line %d was not analyzed: %s" % (what, line, why) for line, why in missed)
 
 
 def display_path(path):

@@ -102,6 +102,21 @@ class Coverage:
             out.append((line, why))
         return out
 
+    def account(self, files, facts, kind, candidates, what, noun, failed):
+        """Check FILES (but those already in FAILED) against FACTS of KIND:
+        CANDIDATES(rel) gives a file's candidate lines and macro lines.  A
+        file with a candidate spatch has no fact for goes into FAILED, with
+        the reason ("NOUN at line N was not analyzed: why")."""
+        seen = {(f["file"], f["line"]) for f in facts if f["kind"] == kind}
+        for rel in files:
+            if rel in failed:
+                continue
+            missed = self.missing(rel, *candidates(rel),
+                                  seen_lines={l for r, l in seen if r == rel}, what=what)
+            if missed:
+                failed[rel] = "; ".join("%s at line %d was not analyzed: %s" % (noun, line, why)
+                                        for line, why in missed)
+
     def file_reasons(self):
         """{file: reason} for stats.files_failed."""
         return {rel: "; ".join("%s at line %d: %s" % (what, line, why)

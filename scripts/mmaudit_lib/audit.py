@@ -520,7 +520,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     if hasattr(progress, "release"):
         progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
-    searched, candidates, unreadable = scan.borrow_files(tree)
+    searched, candidates, unreadable = scan.borrow_files(tree, jobs)
     unreadable = set(unreadable)
     if searched == 0 and not unreadable:
         raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
@@ -546,7 +546,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
         callee, index, depth = queue.pop(0)
         if (callee, index) in caller_facts:
             continue
-        files = scan.caller_files(tree, callee, unreadable)
+        files = scan.caller_files(tree, callee, unreadable, jobs)
         progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
         facts, failed = runner.run(CALLERS_RULE, files, defines=["callee=" + callee])
         failed_callers[(callee, index)] = failed
@@ -575,13 +575,23 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     # (pass 1c) are found in the same walk of the tree as the store files.
     wanted = [f for f in site_facts if f["kind"] == "owner_param" and _key(f) in unpinned]
     found, callers_of = scan.store_files(tree, field_tags, unreadable,
-                                         callees=sorted({f["callee"] for f in wanted}))
+                                         callees=sorted({f["callee"] for f in wanted}), jobs=jobs)
     store_files = sorted(set(found) | {o["file"] for o in owners})
-    stores, failed_stores = {}, {}
-    for field in sorted(field_tags):
+    # Pass 2 (the stores of each field) and pass 1c (the callers of each
+    # function that borrows a parameter's field) do not wait on each other.
+    fields = sorted(field_tags)
+    field_keys = sorted({(f["callee"], f["index"], f["field"]) for f in wanted})
+    for field in fields:
         progress("pass 2: stores to .%s in %d files" % (field, len(store_files)))
-        facts, failed_stores[field] = runner.run(STORES_RULE, store_files,
-                                                 defines=["fld=" + field])
+    for callee, _, field in field_keys:
+        progress("pass 1c: callers of %s() for .%s in %d files" % (callee, field,
+                                                                    len(callers_of[callee])))
+    runs = runner.run_all([(STORES_RULE, store_files, ["fld=" + field]) for field in fields]
+                          + [(CALLERS_RULE, callers_of[callee], ["callee=" + callee, "sub=" + field])
+                             for callee, _, field in field_keys])
+    stores, failed_stores = {}, {}
+    for field, (facts, failed) in zip(fields, runs):
+        failed_stores[field] = failed
         for k, s in collect_stores(facts).items():
             s["field"] = field
             if s["type"] is None and s.get("chain"):
@@ -590,7 +600,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
             stores[k + (field,)] = s
         cover.account(store_files, facts, "store",
                       functools.partial(coveragemod.store_candidates, tree, field=field),
-                      "a store to .%s" % field, "the store", failed_stores[field])
+                      "a store to .%s" % field, "the store", failed)
     for field, files in failed_stores.items():
         files.update((rel, (why, scan.tags_in(tree, rel, field_tags[field])))
                      for rel, why in files.items())
@@ -606,20 +616,12 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
                                 code=code, failed_callers=failed_callers,
                                 failed_stores=failed_stores)
     field_facts = {}
-    for f in wanted:
-        key = (f["callee"], f["index"], f["field"])
-        if key not in field_facts:
-            files = callers_of[f["callee"]]
-            progress("pass 1c: callers of %s() for .%s in %d files" % (f["callee"], f["field"],
-                                                                        len(files)))
-            facts, failed = runner.run(CALLERS_RULE, files,
-                                       defines=["callee=" + f["callee"], "sub=" + f["field"]])
-            field_facts[key], failed_callers[key] = facts, failed
-            # A call spatch did not see: the callers cannot decide.
-            cover.account(files, facts, "call",
-                          functools.partial(coveragemod.call_candidates, tree,
-                                            callee=f["callee"]),
-                          "a call of %s()" % f["callee"], "the call", failed)
+    for key, (facts, failed) in zip(field_keys, runs[len(fields):]):
+        field_facts[key], failed_callers[key] = facts, failed
+        # A call spatch did not see: the callers cannot decide.
+        cover.account(callers_of[key[0]], facts, "call",
+                      functools.partial(coveragemod.call_candidates, tree, callee=key[0]),
+                      "a call of %s()" % key[0], "the call", failed)
     results = judge_sites(site_facts, stores, code, callers=callers, failed_stores=failed_stores,
                           field_callers=functools.partial(judge_field_callers,
                                                           field_facts=field_facts,

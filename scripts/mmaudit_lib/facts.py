@@ -5,6 +5,7 @@ Fail closed: facts count only when spatch analyzed their file to the end
 kind needs.  A cache entry is taken only when it is a regular file that
 holds the facts of the same content under the same rule, intact."""
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -227,6 +228,14 @@ class FactRunner:
         self.failed.update(failed)
         return facts, failed
 
+    def run_all(self, runs):
+        """[run(rule, files, defines) for each of RUNS], JOBS at a time: a
+        short run's start-up overlaps a longer one.  Results in RUNS' order."""
+        if self.jobs < 2 or len(runs) < 2:
+            return [self.run(*r) for r in runs]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            return list(pool.map(lambda r: self.run(*r), runs))
+
     def _spatch(self, rule, files, defines):
         """(facts, files analyzed to the end, {file or None: why not})."""
         if not files:
@@ -236,7 +245,8 @@ class FactRunner:
         with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
             groups = os.path.join(tmp, "groups")
             with open(groups, "w", errors="surrogateescape") as f:
-                f.write("\n\n".join(os.path.join(self.tree, rel) for rel in files) + "\n")
+                f.write("\n\n".join(os.path.join(self.tree, rel)
+                                      for rel in self._largest_first(files)) + "\n")
             cmd = spatch.base_command(rule) + ["--file-groups", groups,
                                                "--timeout", str(self.timeout)]
             for d in defines:
@@ -247,6 +257,16 @@ class FactRunner:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
                                   errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
         return self._parse(proc, files, rule)
+
+    def _largest_first(self, files):
+        """FILES, the largest first: spatch's workers take them in order, so
+        no large file is left to run alone at the end."""
+        def size(rel):
+            try:
+                return -os.stat(os.path.join(self.tree, rel)).st_size
+            except OSError:
+                return 0
+        return sorted(files, key=lambda rel: (size(rel), rel))
 
     def _parse(self, proc, files, rule):
         facts, finished, why_not = [], set(), {}

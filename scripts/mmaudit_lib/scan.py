@@ -1,5 +1,7 @@
 """Fast text search: pick the files worth handing to spatch."""
 
+import concurrent.futures
+import functools
 import os
 import re
 import subprocess
@@ -18,23 +20,73 @@ GREP_COMPLAINT = re.compile(
     r"Input/output error|[^\n]*loop[^\n]*)$", re.M | re.S)
 
 
-def _run_grep(tree, options, pattern, unreadable):
+def _run_grep(tree, options, pattern, unreadable, jobs=1):
     """grep -r over the tree's C files, names NUL-terminated; its stdout.
 
-    Paths grep cannot read go to UNREADABLE, if given."""
-    cmd = (["grep", "-r", "-E", "-Z", "--include=*.c", "--include=*.h"] + options
-           + ["-e", pattern, "."])
-    proc = subprocess.run(cmd, cwd=tree, capture_output=True)
-    stderr = proc.stderr.decode("utf-8", "surrogateescape")
-    for m in GREP_COMPLAINT.finditer(stderr):
-        if unreadable is not None and (m.group(2) == "Permission denied"
-                                       or m.group(1).endswith((".c", ".h"))):
-            unreadable.add(m.group(1))
-    other = GREP_COMPLAINT.sub("", stderr).split("\n")
-    other = [line for line in other if line.strip()]
-    if proc.returncode > 1 and not proc.stdout and other:
-        raise UsageError("grep failed in %s: %s" % (tree, other[0]))
-    return proc.stdout
+    With JOBS > 1 the tree is shared out, a few directories at a time, to
+    JOBS greps at once: a walk is CPU-bound once the tree is in the page
+    cache.  Paths grep cannot read go to UNREADABLE, if given."""
+    cmd = (["grep", "-r", "-H", "-E", "-Z", "--include=*.c", "--include=*.h", "--exclude-dir=.git"]
+           + options + ["-e", pattern, "--"])
+    units = _walk_units(tree) if jobs > 1 else ["."]
+    size = max(1, -(-len(units) // (jobs * 8)))
+    chunks = [units[k:k + size] for k in range(0, len(units), size)]
+    if len(chunks) == 1:
+        results = [_grep_chunk(tree, cmd, chunks[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(functools.partial(_grep_chunk, tree, cmd), chunks))
+    out = b""
+    for rc, stdout, stderr in results:
+        for m in GREP_COMPLAINT.finditer(stderr):
+            if unreadable is not None and (m.group(2) == "Permission denied"
+                                           or m.group(1).endswith((".c", ".h"))):
+                unreadable.add(m.group(1))
+        other = GREP_COMPLAINT.sub("", stderr).split("\n")
+        other = [line for line in other if line.strip()]
+        if rc > 1 and not stdout and other:
+            raise UsageError("grep failed in %s: %s" % (tree, other[0]))
+        out += stdout
+    return out
+
+
+def _grep_chunk(tree, cmd, units):
+    proc = subprocess.run(cmd + units, cwd=tree, capture_output=True)
+    return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "surrogateescape")
+
+
+def _walk_units(tree):
+    """What a shared-out walk hands to grep: the directories two levels
+    down and the C files above them, as "./a/b".  Symbolic links are left
+    out, as grep -r leaves them when it recurses; a directory that cannot
+    be listed is a unit itself, so that grep reports it."""
+    units, files = [], []
+    for top in _entries(tree, "."):
+        if top is None:
+            return ["."]
+        name, is_dir = top
+        if not is_dir:
+            files.append(name)
+            continue
+        below = list(_entries(tree, name))
+        if None in below:
+            units.append(name)
+            continue
+        for sub, sub_is_dir in below:
+            (units if sub_is_dir else files).append(sub)
+    return units + [f for f in files if f.endswith((".c", ".h"))]
+
+
+def _entries(tree, rel):
+    """(./rel/name, is a directory) of each entry of REL that is not a
+    symbolic link nor .git; one None if REL cannot be listed."""
+    try:
+        with os.scandir(os.path.join(tree, rel)) as it:
+            found = [("%s/%s" % (rel, e.name), e.is_dir(follow_symlinks=False))
+                     for e in it if not e.is_symlink() and e.name != ".git"]
+    except OSError:
+        return [None]
+    return sorted(found)
 
 
 def _tree_name(raw):
@@ -49,34 +101,39 @@ def _parse_names(out):
 
 
 def _parse_counts(out):
-    """grep -c -Z: NAME NUL COUNT newline, over and over. A name may hold
-    newlines, so it ends at its NUL, and the count at the next newline."""
-    counts = {}
-    start = 0
-    while start < len(out):
-        nul = out.find(b"\0", start)
-        end = out.find(b"\n", nul + 1)
-        if nul < 0 or end < 0 or not out[nul + 1:end].isdigit():
-            raise UsageError("cannot read grep -c output: %r" % out[start:start + 200])
-        counts[_tree_name(out[start:nul])] = int(out[nul + 1:end])
-        start = end + 1
-    return counts
+    """grep -c -Z: NAME NUL COUNT newline, over and over: (how many files,
+    the names whose count is not 0).  A name may hold newlines but no NUL,
+    so the text after each NUL is COUNT newline and the next name."""
+    parts = out.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()         # no output at all
+    found = []
+    for k in range(1, len(parts)):
+        count, newline, _ = parts[k].partition(b"\n")
+        if not newline or not count.isdigit() or (k == len(parts) - 1) != (_ == b""):
+            raise UsageError("cannot read grep -c output: %r" % parts[k][:200])
+        if count != b"0":
+            found.append(_tree_name(parts[k - 1] if k == 1 else
+                                    parts[k - 1].partition(b"\n")[2]))
+    if parts and len(parts) == 1:
+        raise UsageError("cannot read grep -c output: %r" % parts[0][:200])
+    return len(parts) - 1, found
 
 
-def borrow_files(tree):
+def borrow_files(tree, jobs=1):
     """(number of C files searched, sorted files that mention a borrow,
     sorted files and directories that could not be read)."""
     unreadable = set()
-    counts = _parse_counts(_run_grep(tree, ["-c"], BORROW_RE, unreadable))
-    return len(counts), sorted(f for f, n in counts.items() if n), sorted(unreadable)
+    searched, found = _parse_counts(_run_grep(tree, ["-c"], BORROW_RE, unreadable, jobs))
+    return searched, sorted(found), sorted(unreadable)
 
 
-def grep_files(tree, pattern, unreadable=None):
+def grep_files(tree, pattern, unreadable=None, jobs=1):
     """Sorted C files of the tree with a line that matches PATTERN (an ERE)."""
-    return sorted(_parse_names(_run_grep(tree, ["-l"], pattern, unreadable)))
+    return sorted(_parse_names(_run_grep(tree, ["-l"], pattern, unreadable, jobs)))
 
 
-def store_files(tree, field_tags, unreadable=None, callees=None):
+def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1):
     """Files that store to a field and mention one of the struct tags that
     own that field: FIELD_TAGS maps a field name to its set of tags.  With
     CALLEES, the same walk of the tree also finds the files that call each:
@@ -93,7 +150,7 @@ def store_files(tree, field_tags, unreadable=None, callees=None):
     if calls:
         patterns.append(r"\b(%s)[[:space:]]*\(" % "|".join(re.escape(c) for c in sorted(calls)))
     chosen, callers = set(), {c: [] for c in calls}
-    for rel in grep_files(tree, "|".join(patterns), unreadable) if patterns else []:
+    for rel in grep_files(tree, "|".join(patterns), unreadable, jobs) if patterns else []:
         text = _read_text(tree, rel, unreadable)
         if text is None:
             continue
@@ -125,9 +182,9 @@ def _read_text(tree, rel, unreadable):
         return None
 
 
-def caller_files(tree, callee, unreadable=None):
+def caller_files(tree, callee, unreadable=None, jobs=1):
     """Files that call CALLEE."""
-    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable)
+    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable, jobs)
 
 
 def spatch_can_take(path):

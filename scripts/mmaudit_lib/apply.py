@@ -47,7 +47,7 @@ def touched_files(text):
     return out
 
 
-def _check_name(tree, patch, rel):
+def check_name(tree, patch, rel):
     parts = rel.split("/")
     if os.path.isabs(rel) or ".." in parts or not rel or "" in parts:
         raise UsageError("%s does not apply: unsafe file name %s" % (patch, rel))
@@ -98,10 +98,10 @@ def _dry_run(tree, patch_paths, touched, scratch):
             dst = os.path.join(scratch, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst, follow_symlinks=False)
-    _apply_each(patch_paths, scratch)
+    apply_each(patch_paths, scratch)
 
 
-def _apply_each(patch_paths, where):
+def apply_each(patch_paths, where):
     """Apply the series in order in WHERE; UsageError names the first that fails."""
     for path in patch_paths:
         proc = _run_patch(path, where)
@@ -216,7 +216,7 @@ def apply_series(tree, patch_paths):
         if not rels:
             raise UsageError("%s does not apply: it names no file" % os.path.basename(path))
         for rel in rels:
-            _check_name(tree, os.path.basename(path), rel)
+            check_name(tree, os.path.basename(path), rel)
         touched[path] = rels
     rels = []
     for path in patch_paths:
@@ -228,7 +228,7 @@ def apply_series(tree, patch_paths):
         _dry_run(tree, patch_paths, touched, scratch)
         backup = _Backup(tree, rels, os.path.join(tmp, "backup"))
         try:
-            _apply_each(patch_paths, tree)
+            apply_each(patch_paths, tree)
         except BaseException:
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:

@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
-from . import VERSION, UsageError, coverage as coveragemod, facts as factsmod, scan, spatch, \
-    risk as riskmod, tree as treemod, types as typesmod
+from . import VERSION, UsageError, coverage as coveragemod, facts as factsmod, gitsel, scan, \
+    spatch, risk as riskmod, tree as treemod, types as typesmod
 
 SITES_RULE = os.path.join(spatch.COCCI_DIR, "audit_sites.cocci")
 STORES_RULE = os.path.join(spatch.COCCI_DIR, "audit_stores.cocci")
@@ -25,8 +25,14 @@ class Progress:
 
     def __init__(self, quiet):
         self.on = not quiet and sys.stderr.isatty()
+        self.quiet = quiet
         self.release = ""
         self.started = time.monotonic()
+
+    def note(self, msg):
+        """Something the user should know even off a terminal (not with -q)."""
+        if not self.quiet:
+            print("mmaudit: note: %s" % msg, file=sys.stderr, flush=True)
 
     def __call__(self, msg):
         if self.on:
@@ -512,15 +518,23 @@ def in_shard(files, shard):
     return [f for k, f in enumerate(sorted(files)) if k % count == index - 1]
 
 
-def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk=True):
-    """Audit PATH; CACHE is a facts.FactCache, or None to run spatch on every file."""
+def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk=True,
+          use_git=True, select=None):
+    """Audit PATH; CACHE is a facts.FactCache, or None to run spatch on every file.
+    USE_GIT: in a git work tree, let git tell which files changed (gitsel).
+    SELECT: how to find the candidate files, if not that way."""
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
     if hasattr(progress, "release"):
         progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
-    searched, candidates, unreadable = scan.borrow_files(tree, jobs)
+    if select is None:
+        select = gitsel.open_tree(tree, jobs, os.path.dirname(cache.directory) if cache else None) \
+            if use_git else scan.Walk(tree, jobs)
+    if select.note:
+        getattr(progress, "note", progress)(select.note)
+    searched, candidates, unreadable = scan.borrow_files(tree, jobs, select)
     unreadable = set(unreadable)
     if searched == 0 and not unreadable:
         raise UsageError("%s: no C files (*.c, *.h) to audit" % (path or tree))
@@ -546,7 +560,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
         callee, index, depth = queue.pop(0)
         if (callee, index) in caller_facts:
             continue
-        files = scan.caller_files(tree, callee, unreadable, jobs)
+        files = scan.caller_files(tree, callee, unreadable, jobs, select)
         progress("pass 1b: callers of %s() in %d files" % (callee, len(files)))
         facts, failed = runner.run(CALLERS_RULE, files, defines=["callee=" + callee])
         failed_callers[(callee, index)] = failed
@@ -575,7 +589,8 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     # (pass 1c) are found in the same walk of the tree as the store files.
     wanted = [f for f in site_facts if f["kind"] == "owner_param" and _key(f) in unpinned]
     found, callers_of = scan.store_files(tree, field_tags, unreadable,
-                                         callees=sorted({f["callee"] for f in wanted}), jobs=jobs)
+                                         callees=sorted({f["callee"] for f in wanted}), jobs=jobs,
+                                         select=select)
     store_files = sorted(set(found) | {o["file"] for o in owners})
     # Pass 2 (the stores of each field) and pass 1c (the callers of each
     # function that borrows a parameter's field) do not wait on each other.

@@ -16,7 +16,7 @@ import tempfile
 
 from . import UsageError, scan, spatch
 
-FACTS_SCHEMA = "mmaudit-facts/2"
+FACTS_SCHEMA = "mmaudit-facts/3"
 MAX_ENTRY = 16 * 1024 * 1024
 _POSITION = {"file": str, "line": int, "col": int}
 _OPT_STR = (str, type(None))
@@ -105,11 +105,11 @@ def load_entry(path, max_size, fields):
 
 
 def content_hash(tree, rel):
-    h = hashlib.sha256()
+    """What the facts of REL depend on: its code, not its comments nor the
+    blanks at the ends of its lines (scan.code_text)."""
     with open(os.path.join(tree, rel), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        text = f.read().decode("latin-1")
+    return hashlib.sha256(scan.code_text(text).encode("latin-1")).hexdigest()
 
 
 class FactCache:

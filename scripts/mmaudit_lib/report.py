@@ -114,7 +114,7 @@ def _related(evidence):
             for i, e in enumerate(evidence)]
 
 
-def _hazard_result(s, h, index):
+def hazard_result(s, h, index):
     rid, _, _, _, level = HAZARD_RULES[h["kind"]]
     call = "%s(%s)" % (s["api"], s["mm"]) if s["mm"] else s["api"]
     result = {
@@ -144,7 +144,7 @@ def to_sarif(data):
     hazard_index = {k: len(RULES) + i for i, k in enumerate(HAZARDS)}
     results = []
     for s in data["sites"]:
-        results += _site_results(s, index, hazard_index)
+        results += site_results(s, index, hazard_index)
     run = {
         "tool": {"driver": {"name": "mmaudit", "version": data["tool"]["version"],
                             "informationUri": HELP_URI, "rules": rules}},
@@ -158,7 +158,7 @@ def to_sarif(data):
                        "version": "2.1.0", "runs": [run]}, indent=2) + "\n"
 
 
-def _site_results(s, index, hazard_index):
+def site_results(s, index, hazard_index):
     """The SARIF results of one site: its verdict unless pinned, then one per
     hazard (pinned or not)."""
     results = []
@@ -183,7 +183,7 @@ def _site_results(s, index, hazard_index):
         if related:
             result["relatedLocations"] = related
         results.append(result)
-    return results + [_hazard_result(s, h, hazard_index) for h in s["hazards"]]
+    return results + [hazard_result(s, h, hazard_index) for h in s["hazards"]]
 
 
 def _location(path, line, column=None):

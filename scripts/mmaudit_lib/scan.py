@@ -13,6 +13,8 @@ BORROW_PY = re.compile(r"\b(kthread_use_mm|use_mm)\s*\(")
 # A definition or prototype, not a call: "void kthread_use_mm(struct ...".
 DECLARATION_PY = re.compile(r"\bvoid\s+(kthread_use_mm|use_mm)\s*\(")
 
+# Names handed to one grep at most (the command line has a limit).
+MAX_ARGS = 1000
 # grep's complaint about one path. A name may hold newlines (grep prints it
 # raw), but never spans into the next complaint.
 GREP_COMPLAINT = re.compile(
@@ -20,16 +22,22 @@ GREP_COMPLAINT = re.compile(
     r"Input/output error|[^\n]*loop[^\n]*)$", re.M | re.S)
 
 
-def _run_grep(tree, options, pattern, unreadable, jobs=1):
-    """grep -r over the tree's C files, names NUL-terminated; its stdout.
+def _run_grep(tree, options, pattern, unreadable, jobs=1, files=None):
+    """grep -r over the tree's C files, or over FILES (names relative to
+    the tree) if given; names NUL-terminated; its stdout.
 
     With JOBS > 1 the tree is shared out, a few directories at a time, to
     JOBS greps at once: a walk is CPU-bound once the tree is in the page
     cache.  Paths grep cannot read go to UNREADABLE, if given."""
     cmd = (["grep", "-r", "-H", "-E", "-Z", "--include=*.c", "--include=*.h", "--exclude-dir=.git"]
            + options + ["-e", pattern, "--"])
-    units = _walk_units(tree) if jobs > 1 else ["."]
-    size = max(1, -(-len(units) // (jobs * 8)))
+    if files is not None:
+        units = ["./" + rel for rel in files]
+        if not units:
+            return b""
+    else:
+        units = _walk_units(tree) if jobs > 1 else ["."]
+    size = min(MAX_ARGS, max(1, -(-len(units) // (jobs * 8))))
     chunks = [units[k:k + size] for k in range(0, len(units), size)]
     if len(chunks) == 1:
         results = [_grep_chunk(tree, cmd, chunks[0])]
@@ -104,9 +112,9 @@ def _parse_counts(out):
     """grep -c -Z: NAME NUL COUNT newline, over and over: (how many files,
     the names whose count is not 0).  A name may hold newlines but no NUL,
     so the text after each NUL is COUNT newline and the next name."""
+    if not out:
+        return 0, []
     parts = out.split(b"\0")
-    if parts[-1] == b"":
-        parts.pop()         # no output at all
     found = []
     for k in range(1, len(parts)):
         count, newline, _ = parts[k].partition(b"\n")
@@ -120,20 +128,39 @@ def _parse_counts(out):
     return len(parts) - 1, found
 
 
-def borrow_files(tree, jobs=1):
+class Walk:
+    """Candidate files found by grep -r over the whole tree."""
+
+    note = None     # why another way of selecting files was not taken
+
+    def __init__(self, tree, jobs=1):
+        self.tree = tree
+        self.jobs = jobs
+
+    def counted(self, pattern, unreadable):
+        """(how many C files were searched, the files with a line matching PATTERN)."""
+        return _parse_counts(_run_grep(self.tree, ["-c"], pattern, unreadable, self.jobs))
+
+    def matching(self, pattern, unreadable):
+        """The C files with a line matching PATTERN (an ERE)."""
+        return _parse_names(_run_grep(self.tree, ["-l"], pattern, unreadable, self.jobs))
+
+
+def borrow_files(tree, jobs=1, select=None):
     """(number of C files searched, sorted files that mention a borrow,
-    sorted files and directories that could not be read)."""
+    sorted files and directories that could not be read).  SELECT is how
+    files are found (a Walk of the tree unless given)."""
     unreadable = set()
-    searched, found = _parse_counts(_run_grep(tree, ["-c"], BORROW_RE, unreadable, jobs))
+    searched, found = (select or Walk(tree, jobs)).counted(BORROW_RE, unreadable)
     return searched, sorted(found), sorted(unreadable)
 
 
-def grep_files(tree, pattern, unreadable=None, jobs=1):
+def grep_files(tree, pattern, unreadable=None, jobs=1, select=None):
     """Sorted C files of the tree with a line that matches PATTERN (an ERE)."""
-    return sorted(_parse_names(_run_grep(tree, ["-l"], pattern, unreadable, jobs)))
+    return sorted((select or Walk(tree, jobs)).matching(pattern, unreadable))
 
 
-def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1):
+def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=None):
     """Files that store to a field and mention one of the struct tags that
     own that field: FIELD_TAGS maps a field name to its set of tags.  With
     CALLEES, the same walk of the tree also finds the files that call each:
@@ -150,7 +177,7 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1):
     if calls:
         patterns.append(r"\b(%s)[[:space:]]*\(" % "|".join(re.escape(c) for c in sorted(calls)))
     chosen, callers = set(), {c: [] for c in calls}
-    for rel in grep_files(tree, "|".join(patterns), unreadable, jobs) if patterns else []:
+    for rel in grep_files(tree, "|".join(patterns), unreadable, jobs, select) if patterns else []:
         text = _read_text(tree, rel, unreadable)
         if text is None:
             continue
@@ -182,9 +209,9 @@ def _read_text(tree, rel, unreadable):
         return None
 
 
-def caller_files(tree, callee, unreadable=None, jobs=1):
+def caller_files(tree, callee, unreadable=None, jobs=1, select=None):
     """Files that call CALLEE."""
-    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable, jobs)
+    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable, jobs, select)
 
 
 def spatch_can_take(path):
@@ -246,8 +273,20 @@ def _past_splices(text, i):
     return i
 
 
-def _blank_comments_and_literals(text):
-    """One pass of a small C scanner; see blank_non_code."""
+def code_text(text):
+    """TEXT as far as the compiler (and spatch) can tell: comments blanked,
+    trailing blanks of each line and blank lines at the end dropped.  Every
+    token keeps its line and column, so facts found in one text hold for
+    any other with the same code_text."""
+    lines = _blank_comments_and_literals(text, literals=False).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _blank_comments_and_literals(text, literals=True):
+    """One pass of a small C scanner; see blank_non_code.  LITERALS: blank
+    string and char literals too."""
     out = []
     kept = 0    # text[kept:i] is code, still to be copied
     i = 0
@@ -259,6 +298,9 @@ def _blank_comments_and_literals(text):
         end = _token_end(text, i)
         if end is None:         # a lone /, or a digit separator
             i += 1
+            continue
+        if not literals and text[i] != "/":
+            i = end             # a literal, kept as it is
             continue
         out += [text[kept:i], _blank(text[i:end])]
         kept = i = end

@@ -9,7 +9,7 @@ PYTHON  ?= /usr/bin/python3
 SPATCH  ?= spatch
 KSRC    ?=
 JOBS    ?= 2
-DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest python3-pyflakes time patch \
+DEBS    := coccinelle linux-source-6.12 linux-source-6.1 python3-pytest python3-pyflakes python3-yaml time patch \
 	   gcc-powerpc64le-linux-gnu bc flex bison libelf-dev libssl-dev
 RULES   := $(wildcard cocci/*.cocci)
 PYFILES := scripts/mmaudit scripts/bench scripts/gen-cocci cocci/src/helpers.py \
@@ -55,6 +55,7 @@ lint: deps
 	@$(PYTHON) -m py_compile $(PYFILES)
 	@$(PYTHON) -m pyflakes $(PYFILES)
 	@bash -n scripts/sarif-validate
+	@sh -n scripts/mmaudit-hook
 	@echo "lint: $(words $(RULES)) rules and $(words $(PYFILES)) Python files OK"
 
 test: deps

@@ -86,12 +86,14 @@ def _walk_units(tree):
 
 
 def _entries(tree, rel):
-    """(./rel/name, is a directory) of each entry of REL that is not a
-    symbolic link nor .git; one None if REL cannot be listed."""
+    """(./rel/name, is a directory) of each directory and regular file of
+    REL but .git; one None if REL cannot be listed.  A FIFO or device is
+    left out: grep reads one named on its command line, and would block."""
     try:
         with os.scandir(os.path.join(tree, rel)) as it:
             found = [("%s/%s" % (rel, e.name), e.is_dir(follow_symlinks=False))
-                     for e in it if not e.is_symlink() and e.name != ".git"]
+                     for e in it if e.name != ".git" and (e.is_dir(follow_symlinks=False)
+                                                          or e.is_file(follow_symlinks=False))]
     except OSError:
         return [None]
     return sorted(found)

@@ -215,3 +215,40 @@ def test_fact_cache_gives_the_same_bytes_and_sees_a_change(tmp_path):
     create.write_text(create.read_text().replace("current->mm;", "get_task_mm(current);")
                       .replace("\tmmgrab(current->mm);\n", ""))
     assert json.loads(run().stdout)["sites"][0]["verdict"] == "pinned"
+
+
+def _spatch_for_version_only(tmp_path):
+    """A spatch that answers --version and fails anything else: an audit
+    that runs it on a file stops with an error."""
+    wrapper = tmp_path / "bin" / "spatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text('#!/bin/sh\n[ "$1" = --version ] && exec %s "$@"\n'
+                       'echo "spatch must not run" >&2; exit 3\n' % shutil.which("spatch"))
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_facts_are_cached_by_code_not_comments(tmp_path):
+    """Issue 16: an edit of comments or trailing blanks, or lines appended
+    after the code, costs no spatch run; a code edit does."""
+    tree = tmp_path / "tree"
+    shutil.copytree(os.path.join(support.AUDIT_FIXTURES, "field_grab_only_in_other_file"), tree)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = lambda **kw: support.run_mmaudit("audit", "-q", "--format", "json", str(tree),  # noqa: E731
+                                           env=dict(env, **kw))
+    cold = run().stdout
+    assert json.loads(cold)["sites"][0]["verdict"] == "grab-only"
+    no_spatch = _spatch_for_version_only(tmp_path)
+    create = tree / "create.c"
+    text = create.read_text()
+    lines = text.split("\n")
+    lines[1] += "   /* a comment on the line */  \t"
+    create.write_text("\n".join(lines) + "\n/* appended */\n\n")
+    assert run(SPATCH=no_spatch).stdout == cold
+    create.write_text(text.replace("\n", "\r\n"))      # CRLF, as a Windows editor saves
+    assert run(SPATCH=no_spatch).stdout == cold
+    create.write_text("/* one line more */\n" + text)   # every line moves: facts must too
+    moved = run(SPATCH=no_spatch)
+    assert moved.returncode == 2 and "spatch" in moved.stderr
+    create.write_text(text.replace('"', "'") + "static int x;\n")
+    assert run(SPATCH=no_spatch).returncode == 2

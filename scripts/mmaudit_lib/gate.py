@@ -277,38 +277,42 @@ def texts(doc, after):
             "CHANGES.md": to_markdown(doc)}
 
 
+def _audit_both(tree, scratch, differ, tree_side, audit, select):
+    """(before, after, lines written) of TREE and SCRATCH, a copy of it in
+    which the files DIFFER differ; TREE_SIDE: "before" or "after".  The copy
+    is searched with the tree's git record, so only those files are read."""
+    here = select(tree)
+    there = here.elsewhere(scratch, differ) if isinstance(here, gitsel.GitSelection) else None
+    other = "before" if tree_side == "after" else "after"
+    sides = {tree_side: audit(tree, tree_side, here), other: audit(scratch, other, there)}
+    old, new = (scratch, tree) if tree_side == "after" else (tree, scratch)
+    return sides["before"], sides["after"], changed_lines(old, new, differ)
+
+
 def run_base(path, rev, audit, select):
     """Compare REV with the work tree at PATH. AUDIT(tree, side, selection)
-    -> findings; SELECT(tree) -> how the files of TREE are found.  The
-    copy at REV is searched with the work tree's git record, so only the
-    files that differ are read."""
+    -> findings; SELECT(tree) -> how the files of TREE are found."""
     tree = os.path.realpath(path or ".")
     if not os.path.isdir(tree):
         raise UsageError("%s: no such directory" % path)
     with tempfile.TemporaryDirectory(prefix="mmaudit-base-") as tmp:
         scratch = os.path.join(tmp, "tree")
         changed = revision_tree(tree, rev, scratch)
-        after_select = select(tree)
-        before_select = after_select.elsewhere(scratch, changed) \
-            if isinstance(after_select, gitsel.GitSelection) else None
-        before = audit(scratch, "before", before_select)
-        after = audit(tree, "after", after_select)
-        written = changed_lines(scratch, tree, changed)
+        before, after, written = _audit_both(tree, scratch, changed, "after", audit, select)
     before["tree"] = dict(before["tree"], source="%s at %s" % (after["tree"]["source"], rev))
     return document("the work tree against %s" % rev, before, after,
                     compare(before, after, written)), after
 
 
-def run_check(path, patches, audit):
-    """Compare the tree at PATH (a tree or tarball) with the tree after PATCHES."""
+def run_check(path, patches, audit, select):
+    """Compare the tree at PATH (a tree or tarball) with the tree after
+    PATCHES; AUDIT and SELECT as for run_base."""
     path, _ = treemod.resolve(path)
+    names = ", ".join(os.path.basename(p) for p in patches)
     with tempfile.TemporaryDirectory(prefix="mmaudit-check-") as tmp:
         scratch = os.path.join(tmp, "tree")
         touched = series_tree(path, patches, scratch, tmp)
-        before = audit(path, "before", None)
-        after = audit(scratch, "after", None)
-        written = changed_lines(path, scratch, touched)
-    after["tree"] = dict(after["tree"], source="%s with %s" % (
-        before["tree"]["source"], ", ".join(os.path.basename(p) for p in patches)))
-    return document("the series %s" % ", ".join(os.path.basename(p) for p in patches),
-                    before, after, compare(before, after, written)), after
+        before, after, written = _audit_both(path, scratch, touched, "before", audit, select)
+    after["tree"] = dict(after["tree"], source="%s with %s" % (before["tree"]["source"], names))
+    return document("the series %s" % names, before, after,
+                    compare(before, after, written)), after

@@ -94,7 +94,8 @@ class GitSelection:
         CHANGED differ: git's record still answers for the others."""
         clean = {rel: oid for rel, oid in self.clean.items() if rel not in changed}
         return GitSelection(root, self.jobs, self.cache_dir, clean, set(),
-                            sorted(set(self.read_always) | set(changed)))
+                            sorted(set(self.read_always) | {rel for rel in changed
+                                                            if rel.endswith((".c", ".h"))}))
 
     def counted(self, pattern, unreadable):
         found = self.matching(pattern, unreadable)

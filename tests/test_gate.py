@@ -183,3 +183,47 @@ def test_base_outside_git_is_an_error(tmp_path):
 def test_base_unknown_revision_is_an_error(history):
     proc = support.run_mmaudit("audit", "--base", "no-such-rev", "-q", history)
     assert proc.returncode == 2 and "no-such-rev: no such git revision" in proc.stderr
+
+
+ESCAPE = """--- a/../outside.c
++++ b/../outside.c
+@@ -0,0 +1 @@
++int escaped;
+"""
+THROUGH_LINK = """--- /dev/null
++++ b/link/new.c
+@@ -0,0 +1 @@
++int through_link;
+"""
+
+
+@pytest.mark.parametrize("patch, why", [(ESCAPE, "unsafe file name ../outside.c"),
+                                        (THROUGH_LINK, "link is a symbolic link")])
+def test_check_never_writes_outside_its_copy(tmp_path, patch, why):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.c").write_text("int a;\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tree / "link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "p.patch").write_text(patch)
+    proc = support.run_mmaudit("check", str(tmp_path / "p.patch"), "--tree", str(tree), "-q")
+    assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "p.patch", "tree"]
+    assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_check_leaves_a_tree_it_copies_as_it_was(history, tmp_path):
+    """The copy is made of hard links: the patched files get inodes of their own."""
+    before = tmp_path / "before"
+    git(history, "worktree", "add", "-q", "--detach", str(before), "HEAD~1")
+    try:
+        series = tmp_path / "s.patch"
+        series.write_text(git(history, "format-patch", "-1", "HEAD", "--stdout"))
+        text = (before / VDPA).read_bytes()
+        proc = support.run_mmaudit("check", str(series), "--tree", str(before), "-q",
+                                   "--no-risk")
+        assert proc.returncode == 1, proc.stderr
+        assert (before / VDPA).read_bytes() == text
+        assert not (before / "ctx" / "adopt.c").exists()
+    finally:
+        git(history, "worktree", "remove", "--force", str(before))

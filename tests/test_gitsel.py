@@ -26,6 +26,16 @@ def write(path, text):
         f.write(text)
 
 
+@pytest.fixture(autouse=True, params=["names", "walk"])
+def how_files_are_read(request, monkeypatch):
+    """Every test twice: files named to grep, and a walk of the tree (what
+    a first run of a large tree does)."""
+    if request.param == "walk":
+        monkeypatch.setattr(gitsel, "WALK_MIN", 0)
+        monkeypatch.setattr(gitsel, "WALK_FRACTION", 10 ** 9)
+    return request.param
+
+
 @pytest.fixture
 def repo(tmp_path):
     r = tmp_path / "repo"

@@ -66,7 +66,9 @@ def revision_tree(tree, rev, scratch):
     if rev.startswith("-") or gitsel._git(tree, ["rev-parse", "--verify", "--quiet",
                                                  rev + "^{commit}"]) is None:
         raise UsageError("%s: no such git revision in %s" % (rev, tree))
-    status = _git(tree, ["diff", "--relative", "--name-status", "-z", "--no-renames", rev,
+    # Plumbing: diff-index never refreshes (so never writes) the index; a
+    # file it cannot vouch for by its stat data is listed, and copied from REV.
+    status = _git(tree, ["diff-index", "--relative", "--name-status", "-z", "--no-renames", rev,
                          "--", "*.c", "*.h"], "diff").split(b"\0")[:-1]
     scratch_copy(tree, scratch)
     changed = []

@@ -25,6 +25,10 @@ from .facts import load_entry
 
 CACHE_SCHEMA = "mmaudit-grep-by-blob/1"
 OID_HEX = 40
+# Past a tenth of the files (and WALK_MIN files), a walk of the tree reads
+# them faster than a list of names.
+WALK_FRACTION = 10
+WALK_MIN = 500
 
 
 def open_tree(tree, jobs=1, cache_dir=None):
@@ -42,20 +46,23 @@ def open_tree(tree, jobs=1, cache_dir=None):
         walk.note = "git could not list the files of %s; searching the tree itself" % tree
         return walk
     tracked, suspects = {}, set()
+    # Each record: MODE SP OID SP STAGE TAB NAME (a 40-hex id: SHA-1 repositories).
     for record in listing.split(b"\0")[:-1]:
-        info, _, name = record.partition(b"\t")
-        mode, oid, stage = info.split(b" ")
-        rel = os.fsdecode(name)
-        if mode == b"160000":
+        if record[:6] == b"160000":
             walk.note = ("%s holds a git submodule (%s), whose files git does not list; "
-                         "searching the tree itself" % (tree, rel))
+                         "searching the tree itself" % (tree, os.fsdecode(record[50:])))
             return walk
-        if not rel.endswith((".c", ".h")) or mode == b"120000":
+        if not record.endswith((b".c", b".h")) or record[:6] == b"120000":
             continue
-        if stage != b"0":
+        if record[6:7] != b" " or record[47:48] != b" " or record[49:50] != b"\t":
+            walk.note = "git's index of %s is not in a form mmaudit reads; searching the " \
+                        "tree itself" % tree
+            return walk
+        rel = os.fsdecode(record[50:])
+        if record[48:49] != b"0":
             suspects.add(rel)       # a merge in progress: read the file itself
         else:
-            tracked[rel] = oid.decode()
+            tracked[rel] = record[7:47].decode()
     if not tracked:
         walk.note = ("git's index of %s holds none of its C files; searching the tree itself"
                      % tree)
@@ -105,8 +112,14 @@ class GitSelection:
         record = self._load(pattern)
         unknown = sorted(rel for rel, oid in self.clean.items() if oid not in record["seen"])
         failed = set()
-        hits = set(scan._parse_names(scan._run_grep(
-            self.tree, ["-l"], pattern, failed, self.jobs, files=unknown + self.read_always)))
+        to_read = unknown + self.read_always
+        if len(to_read) > WALK_MIN and len(to_read) * WALK_FRACTION > self.searched:
+            # Most files unknown (a first run): a walk of the tree reads them
+            # faster than a list of names, and searches the same files.
+            hits = set(scan.Walk(self.tree, self.jobs).matching(pattern, failed))
+        else:
+            hits = set(scan._parse_names(scan._run_grep(
+                self.tree, ["-l"], pattern, failed, self.jobs, files=to_read)))
         if unreadable is not None:
             unreadable |= failed
         learned = {self.clean[rel] for rel in unknown if rel not in failed}

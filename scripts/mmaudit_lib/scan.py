@@ -170,7 +170,8 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=
 
     A file that vanished or cannot be read is skipped and, if UNREADABLE (a
     set) is given, added to it."""
-    wanted = {field: (re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags))),
+    wanted = {field: (sorted(tags),
+                      re.compile("|".join(r"\b%s\b" % re.escape(t) for t in sorted(tags))),
                       re.compile(r"(->|\.)\s*%s\s*=[^=]" % re.escape(field)))
               for field, tags in field_tags.items() if tags}
     calls = {c: re.compile(r"\b%s\s*\(" % re.escape(c)) for c in callees or ()}
@@ -183,10 +184,12 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=
         text = _read_text(tree, rel, unreadable)
         if text is None:
             continue
-        if any(store.search(text) and tag.search(text) for tag, store in wanted.values()):
+        # The substring tests first: they are cheap, and most files fail them.
+        if any(field in text and any(t in text for t in tags) and store.search(text)
+               and tag.search(text) for field, (tags, tag, store) in wanted.items()):
             chosen.add(rel)
         for c, call in calls.items():
-            if call.search(text):
+            if c in text and call.search(text):
                 callers[c].append(rel)
     return (sorted(chosen), callers) if callees is not None else sorted(chosen)
 
@@ -412,12 +415,15 @@ def _logical_lines(lines):
         yield first, len(lines) - 1
 
 
+DEFINE_LINE = re.compile(r"\s*#\s*define\b")
+
+
 def macro_lines(text):
     """Line numbers (1-based) that belong to a #define, continuations included."""
     lines = set()
     in_define = False
     for number, line in enumerate(text.split("\n"), 1):
-        if in_define or re.match(r"\s*#\s*define\b", line):
+        if in_define or ("#" in line and DEFINE_LINE.match(line)):
             lines.add(number)
             in_define = line.rstrip().endswith("\\")
         else:

@@ -136,6 +136,11 @@ class Sandbox:
                 or not os.listdir(os.path.join(self.env["XDG_CACHE_HOME"], "mmaudit", "facts")):
             raise RuntimeError("fuzz seed: no site, or no fact cache, to damage")
         self.tree = tree
+        # A real patch of the seed tree (the fix of its grab-only store), for `check`.
+        self.seeds["patch"] = (
+            b"--- a/create.c\n+++ b/create.c\n@@ -5,6 +5,5 @@\n \n"
+            b" void ctx_create(struct ctx *c)\n {\n-\tmmgrab(current->mm);\n"
+            b"-\tc->mm = current->mm;\n+\tc->mm = get_task_mm(current);\n }\n")
 
     def case(self, n):
         """One random command: (argv, output directory or None)."""
@@ -143,7 +148,13 @@ class Sandbox:
         work = os.path.join(self.base, "case%d" % n)
         os.makedirs(work)
         out = os.path.join(work, "out")
-        kind = rng.choice(["audit", "audit", "merge", "diff", "cache"])
+        kind = rng.choice(["audit", "audit", "merge", "diff", "cache", "check"])
+        if kind == "check":
+            path = os.path.join(work, "series.patch")
+            data = self.seeds["patch"]
+            with open(path, "wb") as f:
+                f.write(mutate(rng, data) if rng.random() < 0.7 else data)
+            return ["check", path, "--tree", self.tree, "-q", "--no-risk", "-o", out], out
         if kind == "audit":
             tree = random_tree(rng, os.path.join(work, "tree"))
             return ["audit", "-q", "-j", str(rng.choice([1, 2])), "--timeout", "20",

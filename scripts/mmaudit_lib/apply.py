@@ -86,8 +86,9 @@ def _first_failure(output, code):
 
 def _run_patch(path, cwd):
     # Not -s: the output is captured, and without -s it names the failing file.
-    return subprocess.run(PATCH + ["-i", path], cwd=cwd,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    # patch(1) echoes lines of the patch, which may be in any encoding.
+    return subprocess.run(PATCH + ["-i", path], cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, errors="replace")
 
 
 def _dry_run(tree, patch_paths, touched, scratch):

@@ -96,7 +96,7 @@ def split_series(paths, directory):
         where = os.path.join(directory, "%04d" % n)
         os.makedirs(where)
         proc = subprocess.run(["git", "mailsplit", "-b", "-o" + where, path],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, errors="replace")
         if proc.returncode != 0:
             raise UsageError("%s: not a patch or mbox: %s" % (
                 path, (proc.stderr.strip().splitlines() or ["git mailsplit failed"])[-1]))

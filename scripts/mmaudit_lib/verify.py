@@ -24,7 +24,8 @@ WARNING = re.compile(r"^(?P<file>[^:\s]+):\d+:\d+: (?P<kind>warning|error): (?P<
 
 
 def _run(cmd, cwd, **kw):
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    # Tools echo the tree's lines, which may be in any encoding.
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace", **kw)
 
 
 def config_symbols(tree, rel):

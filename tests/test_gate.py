@@ -227,3 +227,18 @@ def test_check_leaves_a_tree_it_copies_as_it_was(history, tmp_path):
         assert not (before / "ctx" / "adopt.c").exists()
     finally:
         git(history, "worktree", "remove", "--force", str(before))
+
+
+def test_check_of_a_patch_in_another_encoding(tmp_path):
+    """FAILED-BEFORE (found by the fuzz): patch(1) echoed a latin-1 line and
+    its output was read as UTF-8: an internal error."""
+    tree = tmp_path / "tree"
+    shutil.copytree(os.path.join(support.AUDIT_FIXTURES, "field_pinned_in_other_file"), tree)
+    bad = (b"--- a/setup.c\n+++ b/setup.c\n@@ -5,\xd6 +5,5 @@\n int ctx_setup(struct ctx *c)\n"
+           b"-\tc->mm = get_task_mm(current);\n+\tc->mm = current->mm; /* caf\xe9 */\n")
+    (tmp_path / "latin1.patch").write_bytes(bad)
+    proc = support.run_mmaudit("check", str(tmp_path / "latin1.patch"), "--tree", str(tree),
+                               "-q", "--no-risk")
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "latin1.patch" in proc.stderr
+    assert "internal error" not in proc.stderr

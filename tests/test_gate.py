@@ -242,3 +242,9 @@ def test_check_of_a_patch_in_another_encoding(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "latin1.patch" in proc.stderr
     assert "internal error" not in proc.stderr
+
+
+def test_base_of_a_tarball_says_what_it_needs():
+    proc = support.run_mmaudit("audit", "--base", "HEAD", "-q", "/usr/src/linux-source-6.12.tar.xz")
+    assert proc.returncode == 2
+    assert "not a directory; --base needs a directory in a git work tree" in proc.stderr

@@ -296,7 +296,8 @@ def run_base(path, rev, audit, select):
     -> findings; SELECT(tree) -> how the files of TREE are found."""
     tree = os.path.realpath(path or ".")
     if not os.path.isdir(tree):
-        raise UsageError("%s: no such directory" % path)
+        raise UsageError("%s: %s; --base needs a directory in a git work tree" % (
+            path, "not a directory" if os.path.exists(tree) else "no such directory"))
     with tempfile.TemporaryDirectory(prefix="mmaudit-base-") as tmp:
         scratch = os.path.join(tmp, "tree")
         changed = revision_tree(tree, rev, scratch)

@@ -260,3 +260,15 @@ def test_audit_sees_calls_as_the_compiler_does(tmp_path):
     # spatch does not see the #elif branch of an #if 0 (line 23): unanalyzed, not unseen.
     assert got == [("char_quote.c", 5, 18, False), ("if0_nested_else.c", 14, 1, False),
                    ("if0_nested_else.c", 16, 1, False), ("if0_nested_else.c", 23, 1, True)]
+
+
+@pytest.mark.parametrize("store", ["c->mm\n\t= get_task_mm(current);",
+                                   "c->\n\tmm = get_task_mm(current);",
+                                   "c -> mm =\n\tget_task_mm(current);"])
+def test_store_split_over_lines_is_found(tmp_path, store):
+    """FAILED-BEFORE (the first): grep reads a line at a time, and "mm"
+    and "=" on two lines matched no line."""
+    (tmp_path / "split.c").write_text("void f(struct c *c)\n{\n\t%s\n}\n" % store)
+    (tmp_path / "other.c").write_text("int mm;\n")
+    assert scan.store_files(str(tmp_path), {"mm": {"c"}}) == ["split.c"]
+    assert scan.store_files(str(tmp_path), {"mm": {"c"}}, jobs=2) == ["split.c"]

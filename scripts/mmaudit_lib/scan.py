@@ -176,8 +176,10 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=
               for field, tags in field_tags.items() if tags}
     calls = {c: re.compile(r"\b%s\s*\(" % re.escape(c)) for c in callees or ()}
     # A loose pattern for grep (it runs fastest on plain words), the exact
-    # ones above for the few files it finds.
-    patterns = [r"(%s)[[:space:]]*=" % "|".join(re.escape(f) for f in sorted(wanted))] \
+    # ones above for the few files it finds.  grep sees one line at a time:
+    # a store split after the field's name ("c->mm\n\t= x;") is found by
+    # the name at the end of its line.
+    patterns = [r"(%s)[[:space:]]*(=|$)" % "|".join(re.escape(f) for f in sorted(wanted))] \
         if wanted else []
     patterns += [re.escape(c) for c in sorted(calls)]
     chosen, callers = set(), {c: [] for c in calls}

@@ -180,12 +180,14 @@ def fake_grep(tmp_path, monkeypatch):
 def test_decoy_name_does_not_overwrite_a_count(tmp_path, fake_grep):
     """FAILED-BEFORE: the decoy's record, split at its newline, read as
     "ok.c": 0 and hid ok.c."""
+    (tmp_path / "ok.c").write_bytes(BORROW)
     fake_grep(b"./ok.c\x001\n./zz\nXXok.c\x000\n", rc=0)
     assert scan.borrow_files(str(tmp_path)) == (2, ["ok.c"], [])
 
 
 def test_unreadable_names_with_newlines(tmp_path, fake_grep):
     """FAILED-BEFORE: grep prints the raw name in its complaint, newline and all."""
+    (tmp_path / "ok.c").write_bytes(BORROW)
     fake_grep(b"./ok.c\x001\n",
               b"grep: ./locked\nx.c: Permission denied\ngrep: ./closed\ndir: Permission denied\n",
               rc=2)
@@ -272,3 +274,15 @@ def test_store_split_over_lines_is_found(tmp_path, store):
     (tmp_path / "other.c").write_text("int mm;\n")
     assert scan.store_files(str(tmp_path), {"mm": {"c"}}) == ["split.c"]
     assert scan.store_files(str(tmp_path), {"mm": {"c"}}, jobs=2) == ["split.c"]
+
+
+def test_calls_split_after_the_name_are_found(tmp_path):
+    """FAILED-BEFORE: grep reads a line at a time; "kthread_use_mm" and its
+    "(" on two lines matched no line, and the borrow was never seen."""
+    (tmp_path / "split.c").write_text("void f(struct mm_struct *mm)\n{\n\tkthread_use_mm\n"
+                                      "\t\t(mm);\n\thelper\n\t(mm);\n}\n")
+    (tmp_path / "comment.c").write_text("/* kthread_use_mm is not called here */\n")
+    for jobs in (1, 2):
+        assert scan.borrow_files(str(tmp_path), jobs) == (2, ["split.c"], [])
+        assert scan.caller_files(str(tmp_path), "helper", jobs=jobs) == ["split.c"]
+    assert scan.textual_borrows(str(tmp_path), "split.c") == [(3, 1, "kthread_use_mm", False)]

@@ -8,7 +8,10 @@ import subprocess
 
 from . import UsageError
 
-BORROW_RE = r"\b(kthread_use_mm|use_mm)[[:space:]]*\("
+# grep reads a line at a time, and a call may be split after the name
+# ("kthread_use_mm\n\t(mm)"): it looks for the name, and BORROW_PY, which
+# spans lines, decides.
+BORROW_RE = r"use_mm"
 BORROW_PY = re.compile(r"\b(kthread_use_mm|use_mm)\s*\(")
 # A definition or prototype, not a call: "void kthread_use_mm(struct ...".
 DECLARATION_PY = re.compile(r"\bvoid\s+(kthread_use_mm|use_mm)\s*\(")
@@ -154,7 +157,17 @@ def borrow_files(tree, jobs=1, select=None):
     files are found (a Walk of the tree unless given)."""
     unreadable = set()
     searched, found = (select or Walk(tree, jobs)).counted(BORROW_RE, unreadable)
-    return searched, sorted(found), sorted(unreadable)
+    return searched, _which_match(tree, found, BORROW_PY, unreadable), sorted(unreadable)
+
+
+def _which_match(tree, files, regex, unreadable):
+    """The sorted FILES whose text REGEX finds (it may span lines)."""
+    out = []
+    for rel in sorted(files):
+        text = _read_text(tree, rel, unreadable)
+        if text is not None and regex.search(text):
+            out.append(rel)
+    return out
 
 
 def grep_files(tree, pattern, unreadable=None, jobs=1, select=None):
@@ -218,8 +231,10 @@ def _read_text(tree, rel, unreadable):
 
 
 def caller_files(tree, callee, unreadable=None, jobs=1, select=None):
-    """Files that call CALLEE."""
-    return grep_files(tree, r"\b%s[[:space:]]*\(" % re.escape(callee), unreadable, jobs, select)
+    """Files that call CALLEE (grep for the name, then the call, which may
+    span lines)."""
+    return _which_match(tree, grep_files(tree, re.escape(callee), unreadable, jobs, select),
+                        re.compile(r"\b%s\s*\(" % re.escape(callee)), unreadable)
 
 
 def spatch_can_take(path):

@@ -188,13 +188,12 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=
                       re.compile(r"(->|\.)\s*%s\s*=[^=]" % re.escape(field)))
               for field, tags in field_tags.items() if tags}
     calls = {c: re.compile(r"\b%s\s*\(" % re.escape(c)) for c in callees or ()}
-    # A loose pattern for grep (it runs fastest on plain words), the exact
-    # ones above for the few files it finds.  grep sees one line at a time:
-    # a store split after the field's name ("c->mm\n\t= x;") is found by
-    # the name at the end of its line.
-    patterns = [r"(%s)[[:space:]]*(=|$)" % "|".join(re.escape(f) for f in sorted(wanted))] \
-        if wanted else []
-    patterns += [re.escape(c) for c in sorted(calls)]
+    # grep looks for plain words, which it searches fastest: a store file
+    # must name one of the tags, a caller the callee.  The exact patterns
+    # above then run on the files it finds, over the whole text, so a store
+    # or call split over lines ("c->mm\n\t= x;") is found too.
+    patterns = [re.escape(w) for w in sorted({t for tags, _, _ in wanted.values()
+                                              for t in tags} | set(calls))]
     chosen, callers = set(), {c: [] for c in calls}
     for rel in grep_files(tree, "|".join(patterns), unreadable, jobs, select) if patterns else []:
         text = _read_text(tree, rel, unreadable)

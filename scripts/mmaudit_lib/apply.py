@@ -57,6 +57,17 @@ def check_name(tree, patch, rel):
                              % (patch, "/".join(parts[:i])))
 
 
+def unshare(scratch, rel):
+    """Give the scratch copy of REL an inode of its own before anything
+    writes it (GNU patch renames a new file into place, but do not count
+    on every patch(1) doing so)."""
+    path = os.path.join(scratch, rel)
+    if os.path.isfile(path) and not os.path.islink(path) and os.lstat(path).st_nlink > 1:
+        tmp = path + ".mmaudit-unshare"
+        shutil.copy2(path, tmp)
+        os.replace(tmp, path)
+
+
 def _first_failure(output, code):
     """The first failing hunk or file in patch(1)'s output (with or without -s)."""
     current = None

@@ -125,20 +125,12 @@ def series_tree(tree, patches, scratch, work):
             raise UsageError("%s: holds no diff" % name)
         for rel in rels:
             applymod.check_name(scratch, name, rel)
-            _unshare(scratch, rel)
+            applymod.unshare(scratch, rel)
         touched += rels
         named = os.path.join(os.path.dirname(path), name.replace("/", "_"))
         os.rename(path, named)      # patch(1)'s errors then name the patch
         applymod.apply_each([named], scratch)
     return sorted(set(touched))
-
-
-def _unshare(scratch, rel):
-    path = os.path.join(scratch, rel)
-    if os.path.isfile(path) and not os.path.islink(path):
-        tmp = path + ".mmaudit-unshare"
-        shutil.copy2(path, tmp)
-        os.replace(tmp, path)
 
 
 HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", re.M)

@@ -172,17 +172,6 @@ def checkpatch(tree, patch_path):
             "log": "\n".join(checks)}
 
 
-def _unshare(scratch, rel):
-    """Give the scratch copy of REL an inode of its own before anything
-    writes it (GNU patch renames a new file into place, but do not count
-    on every patch(1) doing so)."""
-    path = os.path.join(scratch, rel)
-    if os.path.isfile(path) and not os.path.islink(path) and os.lstat(path).st_nlink > 1:
-        tmp = path + ".mmaudit-unshare"
-        shutil.copy2(path, tmp)
-        os.replace(tmp, path)
-
-
 def _restore(tree, scratch, rels):
     """Put the scratch copy of RELS back as the tree has them: new inodes,
     the tree's bytes, modes and mtimes."""
@@ -232,7 +221,7 @@ def verify(tree, patches, reaudit):
             files = re.findall(r"^\+\+\+ b/(\S+)", text, re.M)
             before = {f: builder.compile(f) for f in files if f.endswith(".c")}
             for rel in touched:
-                _unshare(scratch, rel)
+                apply.unshare(scratch, rel)
             try:
                 applied = _run(PATCH + ["-i", path], scratch, stdin=subprocess.DEVNULL)
                 again = _run(PATCH + ["--dry-run", "-i", path], scratch,

@@ -519,10 +519,11 @@ def in_shard(files, shard):
 
 
 def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk=True,
-          use_git=True, select=None):
+          use_git=True, select=None, pruned=True):
     """Audit PATH; CACHE is a facts.FactCache, or None to run spatch on every file.
     USE_GIT: in a git work tree, let git tell which files changed (gitsel).
-    SELECT: how to find the candidate files, if not that way."""
+    SELECT: how to find the candidate files, if not that way.  PRUNED:
+    spatch sees only the function bodies a rule can match in (prune.py)."""
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
@@ -542,7 +543,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
     to_parse = [rel for rel in mine if textual[rel]]
     progress("pass 1: call sites in %d of %d files" % (len(to_parse), searched))
-    runner = factsmod.FactRunner(tree, jobs, timeout, cache)
+    runner = factsmod.FactRunner(tree, jobs, timeout, cache, pruned)
     site_facts, _ = runner.run(SITES_RULE, to_parse)
     site_facts = only_code(site_facts, textual)
     progress("pass 1: %d call sites" % sum(f["kind"] == "site" for f in site_facts))

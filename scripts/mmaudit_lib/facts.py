@@ -6,6 +6,7 @@ kind needs.  A cache entry is taken only when it is a regular file that
 holds the facts of the same content under the same rule, intact."""
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import stat
 import subprocess
 import tempfile
 
-from . import UsageError, scan, spatch
+from . import UsageError, prune, scan, spatch
 
 FACTS_SCHEMA = "mmaudit-facts/3"
 MAX_ENTRY = 16 * 1024 * 1024
@@ -125,7 +126,7 @@ class FactCache:
         index = (rule, tuple(sorted(defines)))
         if index not in self.salts:
             h = hashlib.sha256(spatch.spatch_version().encode() + FACTS_SCHEMA.encode())
-            for path in (spatch.MACRO_FILE, __file__, rule):
+            for path in (spatch.MACRO_FILE, __file__, prune.__file__, scan.__file__, rule):
                 with open(path, "rb") as f:
                     h.update(f.read())
             h.update(repr(index[1]).encode())
@@ -182,11 +183,12 @@ class FactRunner:
     `failed` collects, for the whole audit, the files whose facts could not
     be had, with the reason."""
 
-    def __init__(self, tree, jobs=1, timeout=120, cache=None):
+    def __init__(self, tree, jobs=1, timeout=120, cache=None, pruned=True):
         self.tree = tree
         self.jobs = jobs
         self.timeout = timeout
         self.cache = cache
+        self.pruned = pruned      # spatch sees only the bodies a rule can match in
         self.failed = {}
 
     def run(self, rule, files, defines=()):
@@ -243,10 +245,10 @@ class FactRunner:
         # spatch runs in a scratch directory, never in the tree: with -D values
         # it writes a temporary copy of the rule into its working directory.
         with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
+            paths = self._inputs(rule, defines, files, os.path.join(tmp, "pruned"))
             groups = os.path.join(tmp, "groups")
             with open(groups, "w", errors="surrogateescape") as f:
-                f.write("\n\n".join(os.path.join(self.tree, rel)
-                                      for rel in self._largest_first(files)) + "\n")
+                f.write("\n\n".join(paths[rel] for rel in self._largest_first(files)) + "\n")
             cmd = spatch.base_command(rule) + ["--file-groups", groups,
                                                "--timeout", str(self.timeout)]
             for d in defines:
@@ -256,7 +258,30 @@ class FactRunner:
             # surrogateescape: file names that are not UTF-8 round-trip.
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
                                   errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
-        return self._parse(proc, files, rule)
+        return self._parse(proc, files, rule, {path: rel for rel, path in paths.items()})
+
+    def _inputs(self, rule, defines, files, scratch):
+        """{file: the path spatch is given}: the file itself, or a copy in
+        SCRATCH with the bodies RULE cannot match in blanked (prune.py);
+        the copy has the same lines and columns."""
+        paths = {rel: os.path.join(self.tree, rel) for rel in files}
+        words = prune.rule_file_words(rule, defines) if self.pruned else None
+        if words is None:
+            return paths
+        for rel in files:
+            try:
+                with open(paths[rel], "rb") as f:
+                    text = f.read().decode("latin-1")
+            except OSError:
+                continue        # spatch will say what is wrong with it
+            pruned = prune.prune(text, words)
+            if pruned != text:
+                copy = os.path.join(scratch, rel)
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                with open(copy, "wb") as f:
+                    f.write(pruned.encode("latin-1"))
+                paths[rel] = copy
+        return paths
 
     def _largest_first(self, files):
         """FILES, the largest first: spatch's workers take them in order, so
@@ -268,8 +293,10 @@ class FactRunner:
                 return 0
         return sorted(files, key=lambda rel: (size(rel), rel))
 
-    def _parse(self, proc, files, rule):
+    def _parse(self, proc, files, rule, names):
+        """NAMES: {path spatch was given: file}."""
         facts, finished, why_not = [], set(), {}
+        rel_of = functools.partial(self._rel, names)
         wanted = set(files)
         for line in (proc.stdout + "\n" + proc.stderr).splitlines():
             if line.startswith("MMAUDIT "):
@@ -280,9 +307,9 @@ class FactRunner:
                     continue
                 if isinstance(fact, dict) and fact.get("kind") == "done" \
                         and isinstance(fact.get("files"), list):
-                    finished.update(self._rel(f) for f in fact["files"] if isinstance(f, str))
+                    finished.update(rel_of(f) for f in fact["files"] if isinstance(f, str))
                 elif valid_fact(fact):
-                    fact["file"] = self._rel(fact["file"])
+                    fact["file"] = rel_of(fact["file"])
                     facts.append(fact)
                 else:
                     why_not[None] = "spatch printed a malformed fact"
@@ -290,7 +317,7 @@ class FactRunner:
             m = re.match(r"EXN: (.*) in (.+)$", line) or \
                 re.match(r"timeout \(we abort\): ()(.+)$", line)
             if m:
-                rel = self._rel(m.group(2))
+                rel = rel_of(m.group(2))
                 why_not[rel] = ("spatch timed out after %d s" % self.timeout
                                 if "imeout" in line else "spatch failed: " + m.group(1))
         if None in why_not:        # cannot tell whose output was damaged
@@ -307,5 +334,5 @@ class FactRunner:
         finished &= wanted
         return [f for f in facts if f["file"] in finished], finished, why_not
 
-    def _rel(self, path):
-        return os.path.relpath(path, self.tree)
+    def _rel(self, names, path):
+        return names.get(path) or os.path.relpath(path, self.tree)

@@ -282,7 +282,9 @@ def blank_non_code(text):
     return _blank_if0(_blank_comments_and_literals(text))
 
 
-def _blank(chunk):
+def blank(chunk):
+    """CHUNK with every character but line ends and splices' backslashes
+    turned into a space: lines and columns are kept."""
     return BLANKABLE.sub(lambda m: " " * len(m.group()), chunk)
 
 
@@ -324,7 +326,7 @@ def _blank_comments_and_literals(text, literals=True):
         if not literals and text[i] != "/":
             i = end             # a literal, kept as it is
             continue
-        out += [text[kept:i], _blank(text[i:end])]
+        out += [text[kept:i], blank(text[i:end])]
         kept = i = end
     out.append(text[kept:])
     return "".join(out)
@@ -396,8 +398,8 @@ def _blank_if0(text):
         return text
     lines = text.split("\n")
     depth = 0       # inside #if 0: how many #if are open, its own included
-    for first, last in _logical_lines(lines):
-        name, rest = _directive(lines, first, last)
+    for first, last in logical_lines(lines):
+        name, rest = directive(lines, first, last)
         was_dead = depth > 0
         if not was_dead:
             depth = 1 if (name, rest) == ("if", "0") else 0
@@ -408,11 +410,11 @@ def _blank_if0(text):
         elif name in ENDS_IF0 and depth == 1:
             depth = 0
         if was_dead and depth:
-            lines[first:last + 1] = [_blank(line) for line in lines[first:last + 1]]
+            lines[first:last + 1] = [blank(line) for line in lines[first:last + 1]]
     return "\n".join(lines)
 
 
-def _directive(lines, first, last):
+def directive(lines, first, last):
     """(name, the rest stripped) of the directive on LINES[first..last], or
     (None, None) if they hold none."""
     if first == last and not lines[first].lstrip().startswith("#"):
@@ -421,7 +423,7 @@ def _directive(lines, first, last):
     return (m.group(1), m.group(2).strip()) if m else (None, None)
 
 
-def _logical_lines(lines):
+def logical_lines(lines):
     """(first, last) index of the physical LINES that form each logical line."""
     first = 0
     for k, line in enumerate(lines):

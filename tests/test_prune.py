@@ -9,6 +9,7 @@ facts must be the same."""
 
 import json
 import os
+import random
 import re
 
 import pytest
@@ -223,3 +224,35 @@ def test_real_tree_audit_does_not_change(series):
     cut, _ = audit.audit(tree, jobs=2, risk=False, use_git=False)
     assert json.dumps(plain, sort_keys=True) == json.dumps(cut, sort_keys=True)
     assert plain["sites"]
+
+
+def test_damaged_c_keeps_its_shape():
+    """Random damage to real fixture files: prune never fails, and only
+    turns characters other than line ends into spaces, inside bodies."""
+    rng = random.Random(20261126)
+    sources = [open(os.path.join(FIXTURES, rel), encoding="latin-1").read()
+               for rel in fixture_files()[:40]] + [C_FILE]
+    words = frozenset({"kthread_use_mm", "mmget"})
+    pruned = 0
+    for n in range(400):
+        text = list(rng.choice(sources))
+        for _ in range(rng.randint(1, 6)):
+            k = rng.randrange(len(text) + 1)
+            text[k:k + rng.randint(0, 3)] = rng.choice(["{", "}", "(", ")", "#if X\n", "#endif\n",
+                                                        "\\\n", "/*", "\"", "\0", "\xff", ";"])
+        text = "".join(text)
+        out = prune.prune(text, words)
+        assert len(out) == len(text), n
+        changed = [i for i, (a, b) in enumerate(zip(text, out)) if a != b]
+        assert all(out[i] == " " and text[i] not in "\r\n" for i in changed), n
+        pruned += bool(changed)
+    assert pruned > 50
+
+
+def test_long_heads_and_many_directives_stay_quick():
+    deep = "int f" + "(" * 20000 + ")" * 20000 + "\n{\n\treturn 0;\n}\n"
+    assert prune.prune(deep, frozenset({"mmget"})) == deep
+    many = "".join("#define M%d %d\nstatic int f%d(void)\n{\n\treturn %d;\n}\n" % (k, k, k, k)
+                   for k in range(20000))
+    out = prune.prune(many, frozenset({"mmget"}))
+    assert len(out) == len(many) and "return 7;" not in out

@@ -52,7 +52,7 @@ def _replace(scratch, rel, data):
 
 
 def _git(tree, args, what):
-    out = gitsel._git(tree, args)
+    out = gitsel.run_git(tree, args)
     if out is None:
         raise UsageError("%s: git %s failed" % (tree, what))
     return out
@@ -61,9 +61,9 @@ def _git(tree, args, what):
 def revision_tree(tree, rev, scratch):
     """Make SCRATCH the C files of TREE as they are at REV; the files that
     differ from the work tree, relative to TREE."""
-    if not gitsel._git_ok(tree):
+    if not gitsel.in_work_tree(tree):
         raise UsageError("%s: not in a git work tree; --base needs one" % tree)
-    if rev.startswith("-") or gitsel._git(tree, ["rev-parse", "--verify", "--quiet",
+    if rev.startswith("-") or gitsel.run_git(tree, ["rev-parse", "--verify", "--quiet",
                                                  rev + "^{commit}"]) is None:
         raise UsageError("%s: no such git revision in %s" % (rev, tree))
     # Plumbing: diff-index never refreshes (so never writes) the index; a

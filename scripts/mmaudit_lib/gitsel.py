@@ -35,10 +35,10 @@ def open_tree(tree, jobs=1, cache_dir=None):
     """A GitSelection of TREE, or a scan.Walk whose `note` says why git
     could not be used (None when TREE is not in a git work tree at all)."""
     walk = scan.Walk(tree, jobs)
-    if not _git_ok(tree):
+    if not in_work_tree(tree):
         return walk
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        listing, changed, others = pool.map(functools.partial(_git, tree), [
+        listing, changed, others = pool.map(functools.partial(run_git, tree), [
             ["ls-files", "-s", "-z"],                           # the index
             ["diff-files", "--relative", "-z", "--name-only"],   # may differ from it
             ["ls-files", "-o", "-z"]])                          # untracked, ignored too
@@ -118,7 +118,7 @@ class GitSelection:
             # faster than a list of names, and searches the same files.
             hits = set(scan.Walk(self.tree, self.jobs).matching(pattern, failed))
         else:
-            hits = set(scan._parse_names(scan._run_grep(
+            hits = set(scan.parse_names(scan.run_grep(
                 self.tree, ["-l"], pattern, failed, self.jobs, files=to_read)))
         if unreadable is not None:
             unreadable |= failed
@@ -183,13 +183,13 @@ def _regular(path):
         return False        # gone: a deleted tracked file is not searched
 
 
-def _git_ok(tree):
+def in_work_tree(tree):
     """True when TREE is inside a git work tree and git can be run."""
-    out = _git(tree, ["rev-parse", "--is-inside-work-tree"])
+    out = run_git(tree, ["rev-parse", "--is-inside-work-tree"])
     return out is not None and out.strip() == b"true"
 
 
-def _git(tree, args):
+def run_git(tree, args):
     """git's stdout, run in TREE without taking optional locks (it never
     writes the index), or None if git is missing or fails.
 

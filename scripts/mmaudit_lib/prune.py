@@ -15,6 +15,7 @@ an #if balances its braces, a body holds no directive (a #define inside
 would vanish for the code after it), and the text before the brace is a
 function's head, not a struct's."""
 
+import bisect
 import re
 
 from . import UsageError, scan
@@ -244,6 +245,9 @@ STRUCT_HEAD = re.compile(r"\b(struct|union|enum)\b[\s\w]*$")
 PARENS = re.compile(r"\([^()]*\)")
 ENDS_WITH_NAME = re.compile(r"[A-Za-z_]\w*\s*$")
 DEFINE = re.compile(r"\s*#\s*define\s+([A-Za-z_]\w*)(.*)", re.S)
+# A longer head is not taken for a function's (and its parentheses are not
+# worth untangling): the body stays.
+MAX_HEAD = 4096
 
 
 def prune(text, words):
@@ -260,7 +264,7 @@ def prune(text, words):
     out, kept = [], 0
     for start, end in bodies:
         inside = code[start + 1:end]
-        if any(start < d < end for d in directives) or \
+        if bisect.bisect(directives, start) != bisect.bisect(directives, end) or \
                 not words.isdisjoint(IDENT.findall(inside)):
             continue
         out += [text[kept:start + 1], scan.blank(text[start + 1:end])]
@@ -351,7 +355,7 @@ def _function_head(head):
     "{", is a function's: it ends with a parameter list, and is neither a
     struct, union or enum (with attributes) nor an initializer."""
     head = head.rstrip()
-    if not head.endswith(")"):
+    if not head.endswith(")") or len(head) > MAX_HEAD:
         return False
     collapsed, before = head, None
     while collapsed != before:

@@ -25,7 +25,7 @@ GREP_COMPLAINT = re.compile(
     r"Input/output error|[^\n]*loop[^\n]*)$", re.M | re.S)
 
 
-def _run_grep(tree, options, pattern, unreadable, jobs=1, files=None):
+def run_grep(tree, options, pattern, unreadable, jobs=1, files=None):
     """grep -r over the tree's C files, or over FILES (names relative to
     the tree) if given; names NUL-terminated; its stdout.
 
@@ -108,7 +108,7 @@ def _tree_name(raw):
     return name[2:] if name.startswith("./") else name
 
 
-def _parse_names(out):
+def parse_names(out):
     """grep -l -Z: every name ends with a NUL."""
     return [_tree_name(raw) for raw in out.split(b"\0")[:-1]]
 
@@ -144,11 +144,11 @@ class Walk:
 
     def counted(self, pattern, unreadable):
         """(how many C files were searched, the files with a line matching PATTERN)."""
-        return _parse_counts(_run_grep(self.tree, ["-c"], pattern, unreadable, self.jobs))
+        return _parse_counts(run_grep(self.tree, ["-c"], pattern, unreadable, self.jobs))
 
     def matching(self, pattern, unreadable):
         """The C files with a line matching PATTERN (an ERE)."""
-        return _parse_names(_run_grep(self.tree, ["-l"], pattern, unreadable, self.jobs))
+        return parse_names(run_grep(self.tree, ["-l"], pattern, unreadable, self.jobs))
 
 
 def borrow_files(tree, jobs=1, select=None):

@@ -7,8 +7,11 @@ for the reason its docstring gives. Tests marked GUARD passed before too, or
 failed only because the function they call is new; they pin down cases the
 new scanner must keep right."""
 
+import functools
 import json
 import os
+import random
+import re
 import shutil
 
 import pytest
@@ -286,3 +289,16 @@ def test_calls_split_after_the_name_are_found(tmp_path):
         assert scan.borrow_files(str(tmp_path), jobs) == (2, ["split.c"], [])
         assert scan.caller_files(str(tmp_path), "helper", jobs=jobs) == ["split.c"]
     assert scan.textual_borrows(str(tmp_path), "split.c") == [(3, 1, "kthread_use_mm", False)]
+
+
+def test_store_check_is_the_plain_pattern():
+    """scan._stores_to() searches for the field's name first; it must say
+    what (->|\\.)\\s*fld\\s*=[^=] says, on any text."""
+    plain = re.compile(r"(->|\.)\s*mm\s*=[^=]")
+    fast = functools.partial(scan._stores_to, re.compile(r"mm\s*=(?=[^=])"))
+    rng = random.Random(20261126)
+    pieces = ["->", ".", " ", "\n", "\t", "mm", "=", "==", "x", "m", "\x85", "\xa0", "(", "*",
+              "_", "\x1c", "-", ">"]
+    for _ in range(100000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert bool(plain.search(text)) == fast(text), repr(text)

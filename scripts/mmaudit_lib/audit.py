@@ -527,6 +527,15 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     progress = progress or (lambda msg: None)
     tree, source = treemod.resolve(path)
     spatch_version = spatch.spatch_version()
+    with factsmod.FactRunner(tree, jobs, timeout, cache, pruned) as runner:
+        return _audit(path, tree, source, spatch_version, runner, progress, shard, risk,
+                      use_git, select)
+
+
+def _audit(path, tree, source, spatch_version, runner, progress, shard, risk, use_git, select):
+    jobs, timeout, cache = runner.jobs, runner.timeout, runner.cache
+    # spatch parses the rule of pass 1 while the tree is searched.
+    early = runner.start_early(SITES_RULE)
     if hasattr(progress, "release"):
         progress.release = "Linux " + (treemod.kernel_version(tree) or source)
     progress("searching %s for borrows" % tree)
@@ -543,8 +552,7 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     textual = {rel: scan.textual_borrows(tree, rel) for rel in mine}
     to_parse = [rel for rel in mine if textual[rel]]
     progress("pass 1: call sites in %d of %d files" % (len(to_parse), searched))
-    runner = factsmod.FactRunner(tree, jobs, timeout, cache, pruned)
-    site_facts, _ = runner.run(SITES_RULE, to_parse)
+    site_facts, _ = runner.run(SITES_RULE, to_parse, started=early)
     site_facts = only_code(site_facts, textual)
     progress("pass 1: %d call sites" % sum(f["kind"] == "site" for f in site_facts))
 
@@ -589,22 +597,26 @@ def audit(path, jobs=1, timeout=120, progress=None, shard=None, cache=None, risk
     # The callers of functions that borrow a field of a parameter's object
     # (pass 1c) are found in the same walk of the tree as the store files.
     wanted = [f for f in site_facts if f["kind"] == "owner_param" and _key(f) in unpinned]
+    fields = sorted(field_tags)
+    field_keys = sorted({(f["callee"], f["index"], f["field"]) for f in wanted})
+    # Pass 2 and pass 1c parse their rules while the tree is searched.
+    passes = [(STORES_RULE, ["fld=" + field]) for field in fields] + \
+        [(CALLERS_RULE, ["callee=" + callee, "sub=" + field]) for callee, _, field in field_keys]
+    early = [runner.start_early(rule, defines) for rule, defines in passes]
     found, callers_of = scan.store_files(tree, field_tags, unreadable,
                                          callees=sorted({f["callee"] for f in wanted}), jobs=jobs,
                                          select=select)
     store_files = sorted(set(found) | {o["file"] for o in owners})
     # Pass 2 (the stores of each field) and pass 1c (the callers of each
     # function that borrows a parameter's field) do not wait on each other.
-    fields = sorted(field_tags)
-    field_keys = sorted({(f["callee"], f["index"], f["field"]) for f in wanted})
     for field in fields:
         progress("pass 2: stores to .%s in %d files" % (field, len(store_files)))
     for callee, _, field in field_keys:
         progress("pass 1c: callers of %s() for .%s in %d files" % (callee, field,
                                                                     len(callers_of[callee])))
-    runs = runner.run_all([(STORES_RULE, store_files, ["fld=" + field]) for field in fields]
-                          + [(CALLERS_RULE, callers_of[callee], ["callee=" + callee, "sub=" + field])
-                             for callee, _, field in field_keys])
+    files = [store_files] * len(fields) + [callers_of[callee] for callee, _, _ in field_keys]
+    runs = runner.run_all([(rule, these, defines, started) for (rule, defines), these, started
+                           in zip(passes, files, early)])
     stores, failed_stores = {}, {}
     for field, (facts, failed) in zip(fields, runs):
         failed_stores[field] = failed

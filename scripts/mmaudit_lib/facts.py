@@ -6,16 +6,20 @@ kind needs.  A cache entry is taken only when it is a regular file that
 holds the facts of the same content under the same rule, intact."""
 
 import concurrent.futures
+import errno
 import functools
 import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 from . import UsageError, prune, scan, spatch
+from . import tree as treemod
 
 FACTS_SCHEMA = "mmaudit-facts/3"
 MAX_ENTRY = 16 * 1024 * 1024
@@ -133,6 +137,14 @@ class FactCache:
             self.salts[index] = h.hexdigest()
         return self.salts[index]
 
+    def empty(self):
+        """True when the cache holds no entry at all (a first audit)."""
+        try:
+            with os.scandir(self.directory) as it:
+                return not any(e.is_dir(follow_symlinks=False) for e in it)
+        except OSError:
+            return True
+
     def key(self, rule, defines, content):
         return hashlib.sha256((self._salt(rule, defines) + content).encode()).hexdigest()
 
@@ -190,10 +202,35 @@ class FactRunner:
         self.cache = cache
         self.pruned = pruned      # spatch sees only the bodies a rule can match in
         self.failed = {}
+        self.started = []         # SpatchRuns of start_early()
 
-    def run(self, rule, files, defines=()):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Stop every spatch started early and not used."""
+        for launch in self.started:
+            launch.close()
+        self.started = []
+
+    def start_early(self, rule, defines=()):
+        """Start spatch on RULE before its files are known, so that its parse
+        of the rule overlaps the caller's walk of the tree (run() hands it
+        the files); None when the fact cache holds facts already: then
+        most runs have nothing to do, and an early start would cost CPU."""
+        if self.cache is not None and not self.cache.empty():
+            return None
+        launch = SpatchRun(rule, defines, self.jobs, self.timeout)
+        self.started.append(launch)
+        return launch
+
+    def run(self, rule, files, defines=(), started=None):
         """(facts, {file: reason}) of RULE on FILES: facts only from files
-        analyzed to the end; the others are returned with the reason."""
+        analyzed to the end; the others are returned with the reason.
+        STARTED: start_early()'s spatch for RULE and DEFINES, if any."""
         failed, todo = {}, []
         for rel in files:
             why = scan.spatch_can_take(rel)
@@ -217,7 +254,12 @@ class FactRunner:
                 missing.append(rel)
             else:       # the same content may sit under another name
                 facts += [dict(f, file=rel) for f in cached]
-        fresh, finished, why_not = self._spatch(rule, missing, defines)
+        if missing:
+            fresh, finished, why_not = self._spatch(rule, missing, defines, started)
+        else:
+            fresh, finished, why_not = [], set(), {}
+            if started:
+                started.close()
         for rel in missing:
             if rel in finished:
                 mine = [f for f in fresh if f["file"] == rel]
@@ -231,33 +273,22 @@ class FactRunner:
         return facts, failed
 
     def run_all(self, runs):
-        """[run(rule, files, defines) for each of RUNS], JOBS at a time: a
-        short run's start-up overlaps a longer one.  Results in RUNS' order."""
+        """[run(rule, files, defines[, started]) for each of RUNS], JOBS at
+        a time: a short run's start-up overlaps a longer one.  Results in
+        RUNS' order."""
         if self.jobs < 2 or len(runs) < 2:
             return [self.run(*r) for r in runs]
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
             return list(pool.map(lambda r: self.run(*r), runs))
 
-    def _spatch(self, rule, files, defines):
+    def _spatch(self, rule, files, defines, started=None):
         """(facts, files analyzed to the end, {file or None: why not})."""
-        if not files:
-            return [], set(), {}
-        # spatch runs in a scratch directory, never in the tree: with -D values
-        # it writes a temporary copy of the rule into its working directory.
-        with tempfile.TemporaryDirectory(prefix="mmaudit-") as tmp:
-            paths = self._inputs(rule, defines, files, os.path.join(tmp, "pruned"))
-            groups = os.path.join(tmp, "groups")
-            with open(groups, "w", errors="surrogateescape") as f:
-                f.write("\n\n".join(paths[rel] for rel in self._largest_first(files)) + "\n")
-            cmd = spatch.base_command(rule) + ["--file-groups", groups,
-                                               "--timeout", str(self.timeout)]
-            for d in defines:
-                cmd += ["-D", d]
-            if self.jobs > 1:
-                cmd += ["--jobs", str(self.jobs), "--chunksize", "1"]
-            # surrogateescape: file names that are not UTF-8 round-trip.
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                                  errors="surrogateescape", env=dict(os.environ, TMPDIR=tmp))
+        launch = started or SpatchRun(rule, defines, self.jobs, self.timeout)
+        try:
+            paths = self._inputs(rule, defines, files, os.path.join(launch.tmp, "pruned"))
+            proc = launch.finish([paths[rel] for rel in self._largest_first(files)])
+        finally:
+            launch.close()
         return self._parse(proc, files, rule, {path: rel for rel, path in paths.items()})
 
     def _inputs(self, rule, defines, files, scratch):
@@ -336,3 +367,78 @@ class FactRunner:
 
     def _rel(self, names, path):
         return names.get(path) or os.path.relpath(path, self.tree)
+
+
+class SpatchRun:
+    """One spatch process for one rule, started before its files are known:
+    spatch parses the rule first (the longest part of a short run) and only
+    then opens its --file-groups, here a FIFO, and waits for the list.
+    finish() hands it the list and waits for it to end; close() stops it if
+    it is still running and removes its scratch directory.  spatch runs in
+    that directory, never in the tree: with -D values it writes a copy of
+    the rule into its working directory."""
+
+    def __init__(self, rule, defines, jobs, timeout):
+        self.tmp = tempfile.mkdtemp(prefix="mmaudit-")
+        self.proc, self.output = None, []
+        try:
+            self.groups = os.path.join(self.tmp, "groups")
+            os.mkfifo(self.groups, 0o600)
+            cmd = spatch.base_command(rule) + ["--file-groups", self.groups,
+                                               "--timeout", str(timeout)]
+            for d in defines:
+                cmd += ["-D", d]
+            if jobs > 1:
+                cmd += ["--jobs", str(jobs), "--chunksize", "1"]
+            # Files, not pipes: nothing read them while spatch waits for its list.
+            self.output = [tempfile.TemporaryFile(dir=self.tmp) for _ in range(2)]
+            self.proc = subprocess.Popen(cmd, cwd=self.tmp, stdin=subprocess.DEVNULL,
+                                         stdout=self.output[0], stderr=self.output[1],
+                                         env=dict(os.environ, TMPDIR=self.tmp),
+                                         preexec_fn=treemod.die_with_parent())
+        except BaseException:
+            self.close()
+            raise
+
+    def finish(self, paths):
+        """Hand spatch PATHS, one group each; its CompletedProcess."""
+        data = ("\n\n".join(paths) + "\n").encode("utf-8", "surrogateescape")
+        fd = self._open_groups()
+        if fd is not None:
+            try:
+                os.set_blocking(fd, True)
+                while data:
+                    data = data[os.write(fd, data):]
+            except BrokenPipeError:
+                pass            # spatch is gone: its exit status says why
+            finally:
+                os.close(fd)
+        self.proc.wait()
+        out, err = [], []
+        for f, text in zip(self.output, (out, err)):
+            f.seek(0)
+            # surrogateescape: file names that are not UTF-8 round-trip.
+            text.append(f.read().decode("utf-8", "surrogateescape"))
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out[0], err[0])
+
+    def _open_groups(self):
+        """The FIFO's write end, once spatch opens it to read; None if
+        spatch ends first (a rule it cannot parse, a signal)."""
+        while True:
+            try:
+                return os.open(self.groups, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as err:
+                if err.errno != errno.ENXIO:
+                    raise
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.002)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in self.output:
+            f.close()
+        self.output = []
+        shutil.rmtree(self.tmp, ignore_errors=True)

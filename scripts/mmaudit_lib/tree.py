@@ -274,7 +274,7 @@ def _prescan(tarball, f, limit):
     # Python's tarfile reads no zstd: let zstd decompress for the check.
     try:
         proc = subprocess.Popen(["zstd", "-dc"], stdin=f, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_die_with_parent())
+                                stderr=subprocess.PIPE, preexec_fn=die_with_parent())
     except OSError:
         raise UsageError("%s: a zstd tarball needs zstd; apt-get install zstd" % tarball)
     try:
@@ -301,7 +301,7 @@ def _prescan(tarball, f, limit):
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
+def die_with_parent():
     """A preexec_fn: the child gets SIGKILL when this process dies (even
     by SIGKILL), so no tar outlives an interrupted unpack."""
     prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
@@ -334,7 +334,7 @@ def _extract(tarball, f, kind, scratch):
                                   "--no-same-permissions", "--delay-directory-restore"]
     try:
         proc = subprocess.Popen(cmd, stdin=f, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=_tar_env(), preexec_fn=_die_with_parent())
+                                env=_tar_env(), preexec_fn=die_with_parent())
     except OSError as err:
         raise UsageError("cannot run tar: %s" % err)
     try:

@@ -599,10 +599,12 @@ def _audit(path, tree, source, spatch_version, runner, progress, shard, risk, us
     wanted = [f for f in site_facts if f["kind"] == "owner_param" and _key(f) in unpinned]
     fields = sorted(field_tags)
     field_keys = sorted({(f["callee"], f["index"], f["field"]) for f in wanted})
-    # Pass 2 and pass 1c parse their rules while the tree is searched.
+    # Pass 2 and pass 1c parse their rules while the tree is searched: the
+    # runs run_all() takes first, JOBS of them.
     passes = [(STORES_RULE, ["fld=" + field]) for field in fields] + \
         [(CALLERS_RULE, ["callee=" + callee, "sub=" + field]) for callee, _, field in field_keys]
-    early = [runner.start_early(rule, defines) for rule, defines in passes]
+    early = [runner.start_early(rule, defines) if k < jobs else None
+             for k, (rule, defines) in enumerate(passes)]
     found, callers_of = scan.store_files(tree, field_tags, unreadable,
                                          callees=sorted({f["callee"] for f in wanted}), jobs=jobs,
                                          select=select)

@@ -126,6 +126,14 @@ static void by_macro(struct holder *h)
 {
 \tBORROW(h);
 }
+static int kthread_use_mm_stub(void)
+{
+\treturn 0;
+}
+static int kthread_use_mm(void)
+{
+\treturn 0;
+}
 static void with_ifdef(void)
 {
 #ifdef CONFIG_X
@@ -148,6 +156,9 @@ def test_only_bodies_without_words_are_blanked():
     assert body(out, "borrow") == body(C_FILE, "borrow")
     assert body(out, "by_macro") == body(C_FILE, "by_macro")   # the macro names it
     assert body(out, "with_ifdef") == body(C_FILE, "with_ifdef")
+    # A pattern may name the function: a word in the head keeps the body.
+    assert body(out, "kthread_use_mm") == body(C_FILE, "kthread_use_mm")
+    assert body(out, "kthread_use_mm_stub").strip() == ""
     assert "\tint x;" in out and ".run = run," in out
     # Everything outside the blanked bodies is byte for byte the file.
     for a, b in zip(C_FILE.split("\n"), out.split("\n")):

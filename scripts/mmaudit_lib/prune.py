@@ -262,10 +262,10 @@ def prune(text, words):
     bodies, directives, macros = found
     words = _with_macros(words, macros)
     out, kept = [], 0
-    for start, end in bodies:
-        inside = code[start + 1:end]
+    for head, start, end in bodies:
+        # The words may be in the head too: a pattern can name the function.
         if bisect.bisect(directives, start) != bisect.bisect(directives, end) or \
-                not words.isdisjoint(IDENT.findall(inside)):
+                not words.isdisjoint(IDENT.findall(code, head, end)):
             continue
         out += [text[kept:start + 1], scan.blank(text[start + 1:end])]
         kept = end
@@ -287,7 +287,7 @@ def _with_macros(words, macros):
 
 
 def _bodies(code):
-    """([(offset of "{", offset of "}")] of the function bodies of CODE,
+    """([(offset of the head, of "{", of "}")] of the functions of CODE,
     offsets of its directives, [(macro, replacement)]), or None when its
     braces do not balance in every branch of every #if."""
     lines = code.split("\n")
@@ -307,7 +307,7 @@ def _bodies(code):
                 macros.append((m.group(1), m.group(2)))
         flat[first:last + 1] = [scan.blank(line) for line in lines[first:last + 1]]
     flat = "\n".join(flat)
-    bodies, stack, depth, boundary, opened, head_ok = [], [], 0, -1, None, False
+    bodies, stack, depth, boundary, head, opened, head_ok = [], [], 0, -1, 0, None, False
     e = 0
     for m in re.finditer(r"[{};]", flat):
         pos = m.start()
@@ -318,7 +318,7 @@ def _bodies(code):
         c = m.group()
         if c == "{":
             if depth == 0:
-                opened, head_ok = pos, _function_head(flat[boundary + 1:pos])
+                head, opened, head_ok = boundary + 1, pos, _function_head(flat[boundary + 1:pos])
             depth += 1
         elif c == "}":
             depth -= 1
@@ -326,7 +326,7 @@ def _bodies(code):
                 return None
             if depth == 0:
                 if head_ok:
-                    bodies.append((opened, pos))
+                    bodies.append((head, opened, pos))
                 boundary = pos
         elif depth == 0:
             boundary = pos

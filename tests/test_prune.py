@@ -71,6 +71,10 @@ def test_anchored_rule_needs_a_confined_anchor():
     assert words(anchored.replace("E@p = F", "... when != E@p\nE = F")) is None
     # An anchor on a rule that is not there, or on a script rule.
     assert words(anchored.replace("position a.p", "position z.p")) is None
+    # An anchor in one branch of a disjunction bounds that branch only.
+    branch = anchored.replace("E@p = F", "\\(E@p\\|E = F\\)")
+    assert words(branch) is None
+    assert words(branch.replace("E = F", "mmput(E)")) == {"mmget", "mmput"}
     script = ("@script:python s@\np;\n@@\ncoccinelle.p = None\n"
               "@b@\nposition s.p;\nexpression E, F;\n@@\nE@p = F\n")
     assert words(script) is None

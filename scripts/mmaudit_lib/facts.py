@@ -414,12 +414,12 @@ class SpatchRun:
             finally:
                 os.close(fd)
         self.proc.wait()
-        out, err = [], []
-        for f, text in zip(self.output, (out, err)):
+        texts = []
+        for f in self.output:
             f.seek(0)
             # surrogateescape: file names that are not UTF-8 round-trip.
-            text.append(f.read().decode("utf-8", "surrogateescape"))
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out[0], err[0])
+            texts.append(f.read().decode("utf-8", "surrogateescape"))
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, *texts)
 
     def _open_groups(self):
         """The FIFO's write end, once spatch opens it to read; None if

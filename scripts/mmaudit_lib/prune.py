@@ -75,18 +75,13 @@ def _rule_words(text, values):
             if name:
                 confined.add(name)
             continue
-        body = COMMENT.sub(" ", text[end.end():body_end])
-        items = _parse(_tokens(body))
-        anchors = {m.group()[1:].strip() for kind, m in _flat_tokens(body) if kind == "at"}
-        anchored = any(pos in anchors and rules <= confined
-                       for pos, rules in decls["positions"].items())
-        if anchored:             # its matches lie where an earlier rule's did
-            if name:
-                confined.add(name)
-            continue
-        consts = {}
+        items = _parse(_tokens(COMMENT.sub(" ", text[end.end():body_end])))
+        # A position inherited from rules whose matches are bounded: a match
+        # that binds it lies where one of theirs did.
+        anchors = {"@" + pos for pos, rules in decls["positions"].items() if rules <= confined}
+        consts = dict.fromkeys(anchors, set())
         for w in _words(items):
-            if w in KEYWORDS:
+            if w in KEYWORDS or w.startswith("@"):
                 continue
             if w in decls["virtual"]:
                 consts[w] = {decls["virtual"][w]}
@@ -96,8 +91,9 @@ def _rule_words(text, values):
                 consts[w] = {w}
         if not _has_const(items, consts):
             raise Malformed      # this rule can match anywhere
-        for found in consts.values():
-            words |= found
+        if not _has_const(items, anchors):      # some match needs one of its words
+            for found in consts.values():
+                words |= found
         if name:
             confined.add(name)
     return frozenset(words)
@@ -136,9 +132,9 @@ def _declarations(decl_text, values):
     return decls
 
 
-def _flat_tokens(body):
-    """(kind, match) of BODY's tokens; the added lines and the when
-    clauses are left out (they match nothing)."""
+def _tokens(body):
+    """(kind, text) of BODY's tokens; the added lines and the when clauses
+    are left out (they match nothing).  A position is a word "@name"."""
     out = []
     for line in body.split("\n"):
         if line.startswith("+"):
@@ -154,15 +150,16 @@ def _flat_tokens(body):
         if optional:
             out.append(("oopen", None))
             line = " " + line[1:]
-        out += [(m.lastgroup, m) for m in TOKEN.finditer(line)]
+        for m in TOKEN.finditer(line):
+            if m.lastgroup == "word":
+                out.append(("word", m.group()))
+            elif m.lastgroup == "at":
+                out.append(("word", "@" + m.group()[1:].strip()))
+            elif m.lastgroup not in ("dots", "other"):
+                out.append((m.lastgroup, None))
         if optional:
             out.append(("oclose", None))
     return out
-
-
-def _tokens(body):
-    return [(kind, m.group() if m else None) for kind, m in _flat_tokens(body)
-            if kind not in ("dots", "other", "at")]
 
 
 def _parse(tokens):

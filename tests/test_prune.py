@@ -97,6 +97,34 @@ def test_virtual_identifiers_and_sets():
     assert words(rule) is None
 
 
+def test_isomorphisms_and_literals():
+    # X == NULL matches !X (standard.iso): NULL is no evidence.
+    assert words("@r@\nexpression X;\n@@\nX == NULL\n") is None
+    assert words("@r@\nexpression E;\n@@\nif (unlikely(E)) mmput(E);\n") == {"mmput"}
+    # A "//" in a string starts no comment: the branch after it still counts.
+    rule = '@r@\nexpression E, F;\n@@\n\\(mmget(E, "a//b") \\| E = F\n\\)\n'
+    assert words(rule) is None
+    # A when clause that goes on to the next line: not read as pattern.
+    rule = "@r exists@\nexpression E;\n@@\n... when != foo(E,\n       bar)\nE = 1;\n"
+    assert words(rule) is None
+
+
+def test_every_word_of_standard_iso_is_known():
+    """The isomorphisms' own words are KEYWORDS or ISO_WORDS: a new one in
+    spatch's standard.iso must be added to ISO_WORDS."""
+    path = "/usr/lib/coccinelle/standard.iso"
+    text = prune._uncommented(open(path).read())
+    marks = list(prune.RULE_LINE.finditer(text))
+    found = set()
+    for k in range(0, len(marks), 2):
+        metas = set(prune.IDENT.findall(text[marks[k].end():marks[k + 1].start()]))
+        end = marks[k + 2].start() if k + 2 < len(marks) else len(text)
+        found |= set(prune.IDENT.findall(text[marks[k + 1].end():end])) - metas
+    kinds = {"ArgExpression", "Declaration", "Expression", "Statement", "TestExpression",
+             "ToTestExpression", "TopLevel", "Type"}
+    assert found - kinds - prune.KEYWORDS == set(prune.ISO_WORDS)
+
+
 def test_malformed_rules_prune_nothing():
     assert words("@r@\nexpression E;\n@@\n\\(mmget(E)\\|mmput(E)\n") is None
     assert words("@r@\nexpression E;\n@@\nmmget(E) \\)\n") is None

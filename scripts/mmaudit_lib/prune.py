@@ -23,7 +23,9 @@ from . import UsageError, scan
 # Rule headers and the "@@" that ends a rule's declarations.
 RULE_LINE = re.compile(r"^@[^\n]*@[ \t]*$", re.M)
 SCRIPT_RULE = re.compile(r"^@\s*(script|initialize|finalize)\s*:")
-COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+# Comments go; a string or character literal stays, emptied (a "//" in it
+# is no comment).
+COMMENT = re.compile(r"(\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')|//[^\n]*|/\*.*?\*/", re.S)
 # A declaration's constraint: a script, a regex, or a set of values.
 SCRIPT_CONSTRAINT = re.compile(r":\s*script:\w+\s*\([^)]*\)\s*\{[^}]*\}")
 REGEX_CONSTRAINT = re.compile(r"[=!]~\s*\"(?:[^\"\\]|\\.)*\"")
@@ -36,6 +38,9 @@ TOKEN = re.compile(r"(?P<dopen>\\\()|(?P<dsep>\\\|)|(?P<dclose>\\\))|(?P<dand>\\
                    r"|(?P<oopen><\.\.\.)|(?P<oclose>\.\.\.>)|(?P<dots>\.\.\.)"
                    r"|(?P<at>@\s*[A-Za-z_]\w*)|(?P<word>[A-Za-z_]\w*)|(?P<other>\S)")
 # Words that are no evidence: every body has them.
+# Words an isomorphism of spatch's standard.iso can make a pattern match
+# without (X == NULL matches !X, unlikely(E) matches E): no evidence either.
+ISO_WORDS = frozenset({"NULL", "likely", "unlikely", "__predict_true", "__predict_false"})
 KEYWORDS = frozenset("""auto break case char const continue default do double else enum
     extern float for goto if inline int long register restrict return short signed sizeof
     static struct switch typedef union unsigned void volatile while
@@ -70,18 +75,18 @@ def _rule_words(text, values):
             continue
         name = re.match(r"@\s*(\w*)", header).group(1)
         name = None if name in ("", "depends") else name
-        decls = _declarations(COMMENT.sub(" ", text[head.end():end.start()]), values)
+        decls = _declarations(_uncommented(text[head.end():end.start()]), values)
         if decls is None:        # a virtual identifier without a value: the rule never runs
             if name:
                 confined.add(name)
             continue
-        items = _parse(_tokens(COMMENT.sub(" ", text[end.end():body_end])))
+        items = _parse(_tokens(_uncommented(text[end.end():body_end])))
         # A position inherited from rules whose matches are bounded: a match
         # that binds it lies where one of theirs did.
         anchors = {"@" + pos for pos, rules in decls["positions"].items() if rules <= confined}
         consts = dict.fromkeys(anchors, set())
         for w in _words(items):
-            if w in KEYWORDS or w.startswith("@"):
+            if w in KEYWORDS or w in ISO_WORDS or w.startswith("@"):
                 continue
             if w in decls["virtual"]:
                 consts[w] = {decls["virtual"][w]}
@@ -97,6 +102,10 @@ def _rule_words(text, values):
         if name:
             confined.add(name)
     return frozenset(words)
+
+
+def _uncommented(text):
+    return COMMENT.sub(lambda m: '""' if m.group(1) else " ", text)
 
 
 def _declarations(decl_text, values):
@@ -141,7 +150,13 @@ def _tokens(body):
             continue
         if line[:1] in "-*":
             line = " " + line[1:]
-        line = WHEN.sub(" ", line)
+        when = WHEN.search(line)
+        if when:
+            clause = when.group()
+            # A when clause that goes on to the next line would be read as pattern.
+            if clause.count("(") != clause.count(")"):
+                raise Malformed
+            line = line[:when.start()]
         bare = line.strip()
         if line[:1] in "(|)&" and bare in ("(", "|", ")", "&"):
             out.append(({"(": "dopen", "|": "dsep", ")": "dclose", "&": "dand"}[bare], None))

@@ -36,7 +36,7 @@ def call_candidates(tree, rel, callee):
     """Lines of REL that call CALLEE (its definition and prototypes excluded)."""
     text = _code(tree, rel)
     found = set()
-    for m in re.finditer(r"\b%s\s*\(" % re.escape(callee), text):
+    for m in scan.call_of(callee).finditer(text):
         # A declarator follows a type: a word that is not a keyword, with
         # any "*" between ("int callee(", "struct mm_struct *callee(").
         prev = re.search(r"(\w+)\s*[\s*]*$", text[max(0, m.start() - 200):m.start()])

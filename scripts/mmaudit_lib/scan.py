@@ -188,7 +188,7 @@ def store_files(tree, field_tags, unreadable=None, callees=None, jobs=1, select=
                       functools.partial(_stores_to, re.compile(r"%s\s*=(?=[^=])"
                                                                % re.escape(field))))
               for field, tags in field_tags.items() if tags}
-    calls = {c: re.compile(r"\b%s\s*\(" % re.escape(c)) for c in callees or ()}
+    calls = {c: call_of(c) for c in callees or ()}
     # grep looks for plain words, which it searches fastest: a store file
     # must name one of the tags, a caller the callee.  The exact patterns
     # above then run on the files it finds, over the whole text, so a store
@@ -249,7 +249,13 @@ def caller_files(tree, callee, unreadable=None, jobs=1, select=None):
     """Files that call CALLEE (grep for the name, then the call, which may
     span lines)."""
     return _which_match(tree, grep_files(tree, re.escape(callee), unreadable, jobs, select),
-                        re.compile(r"\b%s\s*\(" % re.escape(callee)), unreadable)
+                        call_of(callee), unreadable)
+
+
+def call_of(name):
+    """A call of function NAME (or its declaration: the name and "("), with
+    any blanks, newlines included, between them."""
+    return re.compile(r"\b%s\s*\(" % re.escape(name))
 
 
 def spatch_can_take(path):

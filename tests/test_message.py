@@ -532,6 +532,8 @@ def test_existing_drops_and_one_search_per_lookups(git_env, tmp_path, monkeypatc
     (plain / REL).write_text(DROPS)
     (plain / "drivers/foo/other.c").write_text("int x;\n")
     searches = _count_searches(monkeypatch)
+    # The texts are compared whole: one Date for all, not the clock's second.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     lookups = message.TreeLookups(str(plain))
     found = [("foo_release", REL, 20), ("foo_put", REL, 27)]
     assert lookups.existing_drops("foo_ctx", "mm") == found
